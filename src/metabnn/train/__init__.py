@@ -1,0 +1,1 @@
+"""Training: Brevitas binarized models, the metaplastic optimizer, baselines and the continual loop."""
