@@ -81,3 +81,10 @@ def test_bad_kind_and_input_bits():
         build_model("cnn", [4, 2])
     with pytest.raises(MetabnnError, match="input_bits"):
         BinaryMLP([4, 2], input_bits=4)
+
+
+def test_signed_zero_binarizes_to_plus_one():
+    layer = QuantLinear(3, 1, bias=False, weight_quant=BinaryWeight)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0, -0.0, -1e-30]]))
+    assert layer.quant_weight().value.tolist() == [[1.0, 1.0, -1.0]]

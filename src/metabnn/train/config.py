@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "betas": [0.9, 0.999],
         "eps": 1e-8,
         "reset_per_task": True,  # fresh Adam state at each task, as in the reference code
+        "fused": "auto",         # compile the metaplastic step (true/false/auto: large nets)
     },
     "train": {
         "epochs": 10,           # per task
@@ -209,6 +210,8 @@ def validate(config: dict[str, Any]) -> None:
     for key in ("train_subset", "test_subset"):
         if train[key] is not None and (not isinstance(train[key], int) or train[key] < 2):
             raise MetabnnError(f"train.{key}={train[key]} must be null or an integer >= 2")
+    if optim["fused"] not in (True, False, "auto"):
+        raise MetabnnError(f"optim.fused={optim['fused']} must be true, false or auto")
     if train["scenario"] not in ("task", "domain"):
         raise MetabnnError(f"train.scenario='{train['scenario']}' must be 'task' or 'domain'")
     if model["kind"] not in ("bnn", "float"):

@@ -20,6 +20,7 @@ from metabnn.atomic import atomic_write_json
 from metabnn.data import Task, build_tasks, task_from_spec
 from metabnn.errors import MetabnnError
 from metabnn.train import checkpoint as ckpt
+from metabnn.train.allocator import keep_freed_memory
 from metabnn.train.baselines import NoBaseline, make_baseline
 from metabnn.train.batchnorm_state import BNState, live_affine, population_statistics, using_bn_state
 from metabnn.train.metrics import (accuracy, binary_signs, flip_fractions, hidden_histograms,
@@ -60,6 +61,7 @@ class ContinualTrainer:
     def __init__(self, config: dict[str, Any], run_dir: Path, tasks: list[Task],
                  log: Log = print, progress: bool = True):
         self.config, self.run_dir, self.log, self.progress = config, run_dir, log, progress
+        keep_freed_memory()
         self.device = resolve_device(config["device"])
         tcfg = config["train"]
         self.tasks = [limit_task(t, tcfg["train_subset"], tcfg["test_subset"], config["seed"])
@@ -91,7 +93,8 @@ class ContinualTrainer:
     def _new_optimizer(self) -> torch.optim.Optimizer:
         o = self.config["optim"]
         return make_optimizer(self.model, lr=o["lr"], weight_decay=o["weight_decay"],
-                              meta=o["meta"], betas=tuple(o["betas"]), eps=o["eps"])
+                              meta=o["meta"], betas=tuple(o["betas"]), eps=o["eps"],
+                              fused=o["fused"])
 
     # ---- state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

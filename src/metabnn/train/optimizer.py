@@ -11,17 +11,53 @@ BatchNorm parameters go in a group with ``meta = 0``.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import warnings
+from typing import Any, Callable, Iterable
 
 import torch
+from torch import Tensor
 from torch.optim import Optimizer
 
 from metabnn.errors import MetabnnError
 
+# Below this many hidden weights a fused kernel saves less than it costs to compile.
+FUSE_MIN_NUMEL = 200_000
 
-def metaplastic_factor(hidden: torch.Tensor, meta: float) -> torch.Tensor:
-    """f_meta = 1 - tanh^2(meta * |W_h|), in (0, 1]."""
-    return torch.tanh(hidden.abs().mul_(meta)).square_().neg_().add_(1.0)
+
+def metaplastic_factor(hidden: Tensor, meta: float) -> Tensor:
+    """f_meta = 1 - tanh^2(meta |W_h|), computed as 4e / (1 + e)^2 with e = exp(-2 meta |W_h|).
+
+    The two are the same function (sech^2); the exp form needs one transcendental instead
+    of tanh's costlier one and stays accurate where tanh^2 rounds to 1.
+    """
+    e = hidden.abs().mul_(-2.0 * meta).exp_()
+    return e.mul(4.0).div_(e.add(1.0).square_())
+
+
+def metaplastic_adam_update(p: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+                            step_size: Tensor, bias_correction2_sqrt: Tensor, eps: float,
+                            meta: float, beta1: float, beta2: float, weight_decay: float) -> None:
+    """One metaplastic Adam step on one tensor, written so torch.compile fuses it into one loop."""
+    grad = grad + weight_decay * p
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
+    # -step_size * m_t moves |W_h| toward 0 exactly when sign(W_h) * m_t > 0.
+    toward_flip = torch.sign(p) * exp_avg > 0
+    e = torch.exp(-2.0 * meta * p.abs())
+    f_meta = 4.0 * e / ((1.0 + e) * (1.0 + e))
+    update = torch.where(toward_flip, f_meta * exp_avg, exp_avg)
+    p.sub_(step_size * update / denom)
+
+
+_fused_update: Callable[..., None] | None = None
+
+
+def _compiled_update() -> Callable[..., None]:
+    global _fused_update
+    if _fused_update is None:
+        _fused_update = torch.compile(metaplastic_adam_update, dynamic=True, fullgraph=True)
+    return _fused_update
 
 
 class MetaplasticAdam(Optimizer):
@@ -35,6 +71,7 @@ class MetaplasticAdam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         meta: float = 0.0,
+        fused: bool = False,
     ):
         if lr <= 0:
             raise MetabnnError(f"optim.lr={lr} must be positive")
@@ -44,6 +81,7 @@ class MetaplasticAdam(Optimizer):
             raise MetabnnError(f"optim.betas={betas} must lie in [0, 1)")
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, meta=meta)
         super().__init__(params, defaults)
+        self.fused = fused
         for group in self.param_groups:
             if group["meta"] < 0:
                 raise MetabnnError(
@@ -72,6 +110,9 @@ class MetaplasticAdam(Optimizer):
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
                 step = state["step"].item()
+                if meta > 0 and self.fused:
+                    self._fused_step(p, grad, exp_avg, exp_avg_sq, step, group)
+                    continue
                 if wd != 0:
                     grad = grad.add(p, alpha=wd)
                 exp_avg.lerp_(grad, 1 - beta1)
@@ -90,11 +131,30 @@ class MetaplasticAdam(Optimizer):
                 p.addcdiv_(update, denom, value=-step_size)
         return loss
 
+    def _fused_step(self, p: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+                    step: float, group: dict[str, Any]) -> None:
+        beta1, beta2 = group["betas"]
+        # Tensors, not floats, so that the compiled kernel is not rebuilt at every step.
+        step_size = torch.tensor(group["lr"] / (1 - beta1**step), dtype=p.dtype, device=p.device)
+        bc2_sqrt = torch.tensor((1 - beta2**step) ** 0.5, dtype=p.dtype, device=p.device)
+        args = (p, grad, exp_avg, exp_avg_sq, step_size, bc2_sqrt, group["eps"], group["meta"],
+                beta1, beta2, group["weight_decay"])
+        try:
+            _compiled_update()(*args)
+        except Exception as e:  # no C++ compiler, unsupported platform: stay correct, go slower
+            warnings.warn(f"fused metaplastic update unavailable ({type(e).__name__}); "
+                          "using the unfused one", stacklevel=2)
+            self.fused = False
+            metaplastic_adam_update(*args)
+
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                   meta: float | list[float], betas=(0.9, 0.999), eps: float = 1e-8
-                   ) -> MetaplasticAdam:
-    """One group per hidden-weight tensor (its own m), one plain-Adam group for the rest."""
+                   meta: float | list[float], betas=(0.9, 0.999), eps: float = 1e-8,
+                   fused: bool | str = False) -> MetaplasticAdam:
+    """One group per hidden-weight tensor (its own m), one plain-Adam group for the rest.
+
+    ``fused="auto"`` compiles the metaplastic step when the network is large enough to gain.
+    """
     hidden = [p for _, p in model.hidden_weights()]  # type: ignore[operator]
     metas = list(meta) if isinstance(meta, (list, tuple)) else [float(meta)] * len(hidden)
     if len(metas) != len(hidden):
@@ -107,4 +167,7 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     groups = [{"params": [p], "meta": float(m)} for p, m in zip(hidden, metas)]
     if others:
         groups.append({"params": others, "meta": 0.0})
-    return MetaplasticAdam(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if fused == "auto":
+        fused = sum(p.numel() for p in hidden) >= FUSE_MIN_NUMEL
+    return MetaplasticAdam(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                           fused=bool(fused))
