@@ -121,3 +121,30 @@ def test_per_layer_meta_and_errors():
         make_optimizer(model, lr=0.01, weight_decay=0.0, meta=[1.0])
     with pytest.raises(MetabnnError, match="negative"):
         make_optimizer(model, lr=0.01, weight_decay=0.0, meta=-1.0)
+
+
+def test_exp_form_equals_tanh_form():
+    w = torch.linspace(-6, 6, 1001)
+    for meta in (0.5, 1.35, 4.0):
+        ref = 1 - torch.tanh(meta * w.double().abs()) ** 2
+        assert torch.allclose(metaplastic_factor(w, meta).double(), ref, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_fused_step_matches_unfused():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(64, 48) * 0.5) for _ in range(2)]
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fused = MetaplasticAdam([{"params": params, "meta": 1.35}], lr=0.01, weight_decay=1e-4,
+                            fused=True)
+    plain = MetaplasticAdam([{"params": copies, "meta": 1.35}], lr=0.01, weight_decay=1e-4)
+    for _ in range(6):
+        grads = [torch.randn_like(p) for p in params]
+        for ps, opt in ((params, fused), (copies, plain)):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            opt.step()
+    assert fused.fused, "the fused path fell back to the unfused one"
+    for a, b in zip(params, copies):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(a, b.detach() * 0)  # they moved

@@ -53,19 +53,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from metabnn.train.config import resolve_config
-    from metabnn.train import continual
+    from metabnn.demo import run_demo
 
-    out = Path(args.out)
-    config = resolve_config("demo", None, [f"device={args.device}"] if args.device else [])
-    print(f"metabnn demo: {len(config['model']['widths']) - 2}-hidden-layer BNN "
-          f"{config['model']['widths']}, {config['data']['stream']['n_tasks']} permuted-MNIST tasks, "
-          f"metaplasticity m={config['optim']['meta']}")
-    if (out / "checkpoint.pt").exists():
-        print(f"'{out}' holds an earlier demo run; continuing it (delete it for a fresh run)")
-        continual.resume(out, progress=not args.no_progress, on_done=_after_training)
-    else:
-        continual.train(config, out, progress=not args.no_progress, on_done=_after_training)
+    run_demo(Path(args.out), args.device, progress=not args.no_progress,
+             compare=not args.no_compare, report=_after_training)
 
 
 def cmd_plots(args: argparse.Namespace) -> None:
@@ -114,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-run")
     d.add_argument("--device")
     d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-compare", action="store_true",
+                   help="skip the m = 0 twin run and the comparison plot")
     d.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("plots", help="redraw a run's PNG plots from its metrics.json")
