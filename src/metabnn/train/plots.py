@@ -69,7 +69,7 @@ def plot_histograms(metrics: dict[str, Any], path: Path) -> None:
             edges = np.linspace(lo, hi, len(counts) + 1)
             ax.stairs(counts, edges, label=f"after T{t + 1}")
         ax.set_yscale("log")
-        ax.set_title(f"|hidden weights| {layer}")
+        ax.set_title(f"hidden weights W_h, layer {layer}")
         ax.set_xlabel("W_h")
     axes[0][0].set_ylabel("count")
     axes[0][0].legend(fontsize=7)
