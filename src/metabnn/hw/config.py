@@ -1,0 +1,60 @@
+"""The one configuration object every build step reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from metabnn.errors import MetabnnError
+from metabnn.hw.boards import Board, get_board
+
+
+@dataclass
+class BuildConfig:
+    export_dir: Path
+    out_dir: Path  # the final BUILD dir; steps write into ``work_dir`` until the rename
+    work_dir: Path
+    board: Board
+    target_fps: float
+    clock_ns: float = 10.0
+    verify_limit: int | None = None  # test images per task for the agreement check (None: all)
+    progress: bool = True
+
+    @property
+    def fclk_hz(self) -> float:
+        return 1e9 / self.clock_ns
+
+    @property
+    def max_cycles(self) -> float:
+        """Cycles per image the slowest layer may take to reach ``target_fps``."""
+        return self.fclk_hz / self.target_fps
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["board"] = self.board.name
+        for k in ("export_dir", "out_dir", "work_dir"):
+            d[k] = str(d[k])
+        return d
+
+
+def check_numbers(target_fps: float, clock_ns: float, verify_limit: int | None) -> None:
+    """One-line errors for a target FPS, clock or verification size that cannot be meant."""
+    try:
+        fps, clk = float(target_fps), float(clock_ns)
+    except (TypeError, ValueError):
+        raise MetabnnError(f"--target-fps {target_fps!r} and --clock-ns {clock_ns!r} must be numbers") from None
+    if not math.isfinite(fps) or fps <= 0:
+        raise MetabnnError(f"--target-fps {target_fps} must be a positive number of images per second, e.g. 100000")
+    if not math.isfinite(clk) or clk <= 0:
+        raise MetabnnError(f"--clock-ns {clock_ns} must be a positive clock period in ns, e.g. 10 for 100 MHz")
+    if verify_limit is not None and int(verify_limit) < 1:
+        raise MetabnnError(f"verify_limit={verify_limit} must be a positive number of images (or None for all)")
+
+
+def make_config(export_dir: Path, out_dir: Path, work_dir: Path, board: str, target_fps: float,
+                clock_ns: float, verify_limit: int | None, progress: bool) -> BuildConfig:
+    check_numbers(target_fps, clock_ns, verify_limit)
+    return BuildConfig(Path(export_dir), Path(out_dir), Path(work_dir), get_board(board), float(target_fps),
+                       float(clock_ns), None if verify_limit is None else int(verify_limit), progress)

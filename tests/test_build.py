@@ -1,0 +1,157 @@
+"""The real chain on a small network: Brevitas -> QONNX export -> FINN build, every task checked."""
+
+import json
+
+import numpy as np
+import pytest
+
+from metabnn.errors import MetabnnError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, mnist_available):
+    from conftest import run_cli, tiny_args
+    from metabnn.export import export_run
+
+    base = tmp_path_factory.mktemp("hw")
+    run_cli("train", *tiny_args(), "--out", str(base / "run"))
+    export_run(base / "run", base / "export", progress=False, limit=300)
+    return base / "export"
+
+
+@pytest.fixture(scope="module")
+def built(export_dir, tmp_path_factory):
+    from metabnn.hw.build import build
+
+    out = tmp_path_factory.mktemp("b") / "build"
+    report = build(export_dir, out, "pynq-z2", 50000, verify_limit=300, progress=False)
+    return out, report
+
+
+def test_report_keys_and_target(built):
+    out, r = built
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
+    for k in ("board", "part", "clock_ns", "layers", "fps", "latency_us", "resources", "capacity", "fits", "agreement"):
+        assert k in r
+    assert r["part"] == "xc7z020clg400-1" and r["fits"] and r["fps"] >= 50000
+    ops = [l["name"].rsplit("_", 1)[0] for l in r["layers"]]
+    assert ops == ["MVAU_hls", "Thresholding_rtl", "MVAU_hls", "Thresholding_rtl", "MVAU_hls"]
+    for l in r["layers"]:
+        assert l["cycles"] <= 1e9 / r["clock_ns"] / 50000 and {"pe", "simd", "lut", "bram"} <= set(l)
+    assert (out / "report.png").stat().st_size > 1000 and "images/s" in (out / "report.txt").read_text()
+
+
+def test_every_task_agrees_with_pytorch(built, export_dir):
+    """HW graph (FINN Python execution, per-task thresholds swapped in) == PyTorch, image by image."""
+    from metabnn.export.source import read_run
+    from metabnn.export.verify import torch_predict
+    from metabnn.hw.export_artifact import read_export
+    from metabnn.hw.finn_env import finn_session
+    from metabnn.hw.hw_exec import execute_batched
+    from metabnn.hw.passes import SetTaskParameters
+    from metabnn.hw.task_params import host_logits
+
+    out, r = built
+    assert len(r["agreement"]) == 2
+    for t in r["agreement"]:
+        assert t["images"] == 300 and t["agreements"] == 300
+    art = read_export(export_dir)
+    src = read_run(art.manifest["source"]["run_dir"])
+    with finn_session(out.parent / "fw"):
+        from qonnx.core.modelwrapper import ModelWrapper
+        hw = ModelWrapper(str(out / "intermediate_models" / "hw_layers.onnx"))
+        preds = []
+        for k in range(art.n_tasks):
+            x, _ = art.test_set(k, 300)
+            acc = execute_batched(hw.transform(SetTaskParameters(art, k)), x)
+            pred = host_logits(art, acc, k, True).argmax(1)
+            torch_pred, _ = torch_predict(src.model, src.bn_states[k], x)
+            assert np.array_equal(pred, torch_pred)
+            preds.append(pred)
+    assert not np.array_equal(preds[0], preds[1])  # the thresholds really differ per task
+
+
+def test_deploy_layout_per_task_thresholds(built):
+    out, r = built
+    deploy = out / "deploy"
+    settings = json.loads((deploy / "driver" / "settings.json").read_text())
+    assert settings["driver_information"]["runtime_weights"] is True
+    shared = sorted(p.name for p in (deploy / "driver" / "runtime_weights").iterdir())
+    assert sum("MVAU" in n for n in shared) == 3 and sum("Thresholding" in n for n in shared) == 2
+    files = [sorted(p.name for p in (deploy / "tasks" / str(k) / "runtime_weights").iterdir()) for k in range(2)]
+    assert files[0] == files[1] == [n for n in shared if "Thresholding" in n]
+    t0 = (deploy / "tasks/0/runtime_weights" / files[0][0]).read_text()
+    assert t0 == (deploy / "driver/runtime_weights" / files[0][0]).read_text()  # task 0 = FINN's own files
+    assert t0 != (deploy / "tasks/1/runtime_weights" / files[0][0]).read_text()
+    assert r["finn_threshold_crosscheck"]["differ_from_finn_streamlining"] == 0
+    assert any(p.suffix == ".cpp" for p in (out / "hw_codegen").rglob("*"))
+    assert "XILINX_VIVADO" in r["vivado_message"] and r["vivado"]["vivado"] is False
+
+
+def test_existing_build_dir_refused(built, export_dir):
+    from metabnn.hw.build import build
+
+    out, _ = built
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(MetabnnError, match="already holds a build"):
+        build(export_dir, out, "pynq-z2", 1000, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_fit_error_names_layer_resource_best_fps(export_dir, tmp_path):
+    from metabnn.hw.build import build
+
+    with pytest.raises(MetabnnError) as e:
+        build(export_dir, tmp_path / "b", "pynq-z1", 5e6, progress=False)
+    msg = str(e.value)
+    assert "MVAU_hls" in msg and "highest rate that fits" in msg and "boards that fit" in msg
+    assert "\n" not in msg and not (tmp_path / "b").exists()
+    assert not any(p.name.startswith(".b.") for p in tmp_path.iterdir())
+
+
+def test_bad_inputs_write_nothing(export_dir, tmp_path):
+    from metabnn.hw.build import build
+
+    for kwargs, match in ((dict(board="pynq-z9", target_fps=1000), "unknown board"),
+                          (dict(board="pynq-z2", target_fps=0), "target-fps"),
+                          (dict(board="pynq-z2", target_fps=-3), "target-fps")):
+        with pytest.raises(MetabnnError, match=match):
+            build(export_dir, tmp_path / "b", progress=False, **kwargs)
+    with pytest.raises(MetabnnError, match="metabnn export"):
+        build(tmp_path, tmp_path / "b", "pynq-z2", 1000, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unmappable_layer_named(tmp_path):
+    """A float (non-binary) layer cannot become an MVAU: the error names it and says why."""
+    import onnx
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from metabnn.hw.finn_env import finn_session
+    from metabnn.hw.passes import CheckHWMapping
+
+    w = helper.make_tensor("W", TensorProto.FLOAT, [4, 3], np.random.rand(12).astype(np.float32))
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="MatMul_float")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [w])
+    model = ModelWrapper(helper.make_model(g))
+    with finn_session(tmp_path), pytest.raises(MetabnnError) as e:
+        model.transform(CheckHWMapping())
+    assert "MatMul_float" in str(e.value) and "binary" in str(e.value)
+
+
+def test_one_bit_input_variant(tmp_path, mnist_available):
+    """1-bit input: a Thresholding layer (pixel >= 128) in front of an all-XNOR network."""
+    from conftest import run_cli, tiny_args
+    from metabnn.export import export_run
+    from metabnn.hw.build import build
+
+    run_cli("train", *tiny_args("model.input_bits=1"), "--out", str(tmp_path / "run"))
+    export_run(tmp_path / "run", tmp_path / "export", progress=False, limit=200)
+    r = build(tmp_path / "export", tmp_path / "build", "ultra96", 50000, verify_limit=200, progress=False)
+    assert r["layers"][0]["name"].startswith("Thresholding") and r["input_bits"] == 1
+    assert all(t["agreements"] == t["images"] == 200 for t in r["agreement"])
+    assert r["fits"] and r["part"] == "xczu3eg-sbva484-1-e"
