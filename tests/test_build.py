@@ -155,3 +155,35 @@ def test_one_bit_input_variant(tmp_path, mnist_available):
     assert r["layers"][0]["name"].startswith("Thresholding") and r["input_bits"] == 1
     assert all(t["agreements"] == t["images"] == 200 for t in r["agreement"])
     assert r["fits"] and r["part"] == "xczu3eg-sbva484-1-e"
+
+
+def test_task_gets_own_weights_where_it_differs_from_task0(built, export_dir, tmp_path, monkeypatch):
+    """The shared driver weights are task 0's: a task differing from them (task 0 has negated rows,
+    task 1 none) must ship its own weight file, and a task equal to them must not."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from metabnn.hw import runtime_files
+    from metabnn.hw.export_artifact import read_export
+    from metabnn.hw.finn_env import finn_session
+
+    out, _ = built
+    art = read_export(export_dir)
+    real = runtime_files._task_tensors
+
+    def task0_negated(folded, art_, task):
+        tensors, own = real(folded, art_, task)
+        if task == 0:
+            name = next(n for n in tensors if n.startswith("MVAU"))
+            tensors = dict(tensors)
+            tensors[name] = tensors[name].copy()
+            tensors[name][:, 0] *= -1  # one neuron of task 0 with gamma < 0
+            own = own | {name}
+        return tensors, own
+
+    monkeypatch.setattr(runtime_files, "_task_tensors", task0_negated)
+    with finn_session(tmp_path / "fw"):
+        part = ModelWrapper(str(out / "intermediate_models" / "dataflow_partition.onnx"))
+        folded = ModelWrapper(str(out / "intermediate_models" / "folding.onnx"))
+        summary = runtime_files.write_task_files(part, folded, art, tmp_path / "deploy")
+    assert not [f for f in summary[0]["files"] if "MVAU" in f]  # task 0 is what the driver loads
+    assert len([f for f in summary[1]["files"] if "MVAU" in f]) == 1

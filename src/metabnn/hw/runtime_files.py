@@ -3,8 +3,10 @@
 FINN's driver writes every ``runtime_weights/*.dat`` file over AXI-lite at start-up
 (``<partition>_<index>_<node>.dat``, 32-bit words). Every task shares the weights, so a
 task directory holds the threshold files of every layer (same names, FINN's
-``decoupled_runtime`` layout) plus weight files only for layers where the task needs
-negated rows (a BatchNorm gamma < 0), and the host-side output affine.
+``decoupled_runtime`` layout) plus weight files for every MVAU whose weights differ from
+the shared ones in deploy/driver (which are task 0's): rows are negated per task where a
+BatchNorm gamma < 0, so a task differs from task 0 where either of them has such rows.
+And the host-side output affine.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def write_task_files(partitioned, folded, art: ExportArtifact, deploy: Path) -> 
     from qonnx.custom_op.registry import getCustomOp
 
     nodes = _runtime_nodes(partitioned)
+    shared, _ = _task_tensors(folded, art, 0)
     summary = []
     for k in range(art.n_tasks):
         tdir = deploy / "tasks" / str(k)
@@ -64,8 +67,8 @@ def write_task_files(partitioned, folded, art: ExportArtifact, deploy: Path) -> 
         tensors, own = _task_tensors(folded, art, k)
         files = []
         for stem, _, node in nodes:
-            if node.op_type.startswith("MVAU") and node.name not in own:
-                continue  # shared weights: deploy/driver/runtime_weights has them
+            if node.op_type.startswith("MVAU") and np.array_equal(tensors[node.name], shared[node.name]):
+                continue  # the shared weights in deploy/driver/runtime_weights are this task's too
             getCustomOp(node).make_weight_file(tensors[node.name], "decoupled_runtime",
                                                str(tdir / "runtime_weights" / f"{stem}.dat"))
             files.append(f"runtime_weights/{stem}.dat")
