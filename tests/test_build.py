@@ -155,6 +155,16 @@ def test_one_bit_input_variant(tmp_path, mnist_available):
     assert r["layers"][0]["name"].startswith("Thresholding") and r["input_bits"] == 1
     assert all(t["agreements"] == t["images"] == 200 for t in r["agreement"])
     assert r["fits"] and r["part"] == "xczu3eg-sbva484-1-e"
+    # The deployed memories (one broadcast threshold for the input quantizer) compute the same.
+    from metabnn.hw.export_artifact import read_export
+    from metabnn.runtime import Accelerator
+
+    art = read_export(tmp_path / "export")
+    with Accelerator.open(tmp_path / "build" / "deploy") as acc:
+        for k in range(art.n_tasks):
+            acc.select_task(k)
+            x, _ = art.test_set(k, 200)
+            assert np.array_equal(acc.infer(x).classes, art.reference_predict(x, k))
 
 
 def test_task_gets_own_weights_where_it_differs_from_task0(built, export_dir, tmp_path, monkeypatch):

@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_build)
 
+    from metabnn.runtime.cli import add_runtime_parsers
+
+    add_runtime_parsers(sub)
+
     g = sub.add_parser("data", help="dataset utilities")
     gsub = g.add_subparsers(dest="data_command", required=True)
     f = gsub.add_parser("fetch", help="put a dataset into the local cache (verified)")

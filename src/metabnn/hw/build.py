@@ -104,6 +104,11 @@ def build(export_dir: Path, out_dir: Path, board: str, target_fps: float, clock_
             "artifact": ARTIFACT, "metabnn_version": metabnn.__version__,
             "source": {"export_dir": str(export_dir.resolve()), "export_manifest_sha256": art.manifest_sha256},
             "board": cfg.board.name, "target_fps": cfg.target_fps, "clock_ns": cfg.clock_ns})
+        from metabnn.runtime.package import write_deploy_manifest
+
+        # deploy/ is what goes to the board: index it (checksums, register map) and put the
+        # hidden-weight checkpoint beside it, so on-device learning starts from this build.
+        write_deploy_manifest(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)

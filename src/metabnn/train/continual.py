@@ -129,6 +129,30 @@ class ContinualTrainer:
         ckpt.save_checkpoint(self.run_dir, self.state_dict())
         atomic_write_json(self.run_dir / ckpt.METRICS, summarize(dict(self.metrics)))
 
+    def append_tasks(self, tasks: list[Task]) -> None:
+        """Add tasks after the run's own (e.g. a deployed network learning one more task).
+
+        Call after ``load_state_dict``; ``run`` then trains only what is not finished. Accuracy
+        rows keep one entry per known task: older rows get None for tasks unknown back then.
+        """
+        tcfg = self.config["train"]
+        known = len(self.bn_states)
+        new = [limit_task(t, tcfg["train_subset"], tcfg["test_subset"], self.config["seed"]) for t in tasks]
+        for t in new:
+            if t.train_x.shape[1] != self.tasks[0].train_x.shape[1] or t.num_classes != self.tasks[0].num_classes:
+                raise MetabnnError(f"task {t.name} has {t.train_x.shape[1]} inputs and {t.num_classes} classes; "
+                                   f"the network takes {self.tasks[0].train_x.shape[1]} and "
+                                   f"{self.tasks[0].num_classes}")
+        if self.task_index != known or self.epoch != 0:
+            raise MetabnnError(f"run '{self.run_dir}' is in the middle of task {self.task_index + 1}; "
+                               "finish it (metabnn train --resume) before adding tasks")
+        self.tasks = self.tasks[:known] + new
+        n = len(self.tasks)
+        self.metrics["tasks"] = [t.name for t in self.tasks]
+        for rows in (self.metrics["acc"], self.metrics["curves"]["acc"]):
+            for i, row in enumerate(rows):
+                rows[i] = (list(row) + [None] * n)[:n]
+
     # ---- training ----------------------------------------------------------------------
     def batches(self, task: Task, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs = self.config["train"]["batch_size"]

@@ -25,8 +25,8 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def mean_final_accuracy(acc: list[list[float]]) -> float:
-    last = acc[-1]
-    return sum(last) / len(last)
+    last = [a for a in acc[-1] if a is not None]  # None: a task added later (append_tasks)
+    return sum(last) / len(last) if last else 0.0
 
 
 def backward_transfer(acc: list[list[float]]) -> float:
