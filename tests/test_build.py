@@ -37,7 +37,7 @@ def test_report_keys_and_target(built):
         assert k in r
     assert r["part"] == "xc7z020clg400-1" and r["fits"] and r["fps"] >= 50000
     ops = [l["name"].rsplit("_", 1)[0] for l in r["layers"]]
-    assert ops == ["MVAU_hls", "Thresholding_rtl", "MVAU_hls", "Thresholding_rtl", "MVAU_hls"]
+    assert ops == ["MVAUBinary_rtl", "Thresholding_rtl", "MVAUBinary_rtl", "Thresholding_rtl", "MVAUBinary_rtl"]
     for l in r["layers"]:
         assert l["cycles"] <= 1e9 / r["clock_ns"] / 50000 and {"pe", "simd", "lut", "bram"} <= set(l)
     assert (out / "report.png").stat().st_size > 1000 and "images/s" in (out / "report.txt").read_text()
@@ -106,7 +106,7 @@ def test_fit_error_names_layer_resource_best_fps(export_dir, tmp_path):
     with pytest.raises(MetabnnError) as e:
         build(export_dir, tmp_path / "b", "pynq-z1", 5e6, progress=False)
     msg = str(e.value)
-    assert "MVAU_hls" in msg and "highest rate that fits" in msg and "boards that fit" in msg
+    assert "MVAUBinary_rtl" in msg and "highest rate that fits" in msg and "boards that fit" in msg
     assert "\n" not in msg and not (tmp_path / "b").exists()
     assert not any(p.name.startswith(".b.") for p in tmp_path.iterdir())
 

@@ -51,8 +51,8 @@ def test_manifest_and_reference_equal_export(build_dir, capsys):
 
     pkg = open_package(build_dir)  # a BUILD_DIR is accepted for its deploy/
     m = pkg.manifest
-    assert [l["name"] for l in pkg.layers] == ["MVAU_hls_0", "Thresholding_rtl_0", "MVAU_hls_1",
-                                               "Thresholding_rtl_1", "MVAU_hls_2"]
+    assert [l["name"] for l in pkg.layers] == ["MVAUBinary_rtl_0", "Thresholding_rtl_0", "MVAUBinary_rtl_1",
+                                               "Thresholding_rtl_1", "MVAUBinary_rtl_2"]
     assert {"host/checkpoint.pt", "host/parameters.npz", "driver/settings.json"} <= set(m["files"])
     assert pkg.layers[0]["memory"] == {**pkg.layers[0]["memory"], "ip": "StreamingDataflowPartition_1",
                                        "base": 0, "words": 3584}
@@ -169,5 +169,5 @@ def test_update_killed_half_way_is_detected_and_repaired(deploy, tmp_path, capsy
     assert log["tasks"] == ["pmnist-1", "pmnist-2", "pmnist-3", "pmnist-4"]
     assert u["acc"] == u["torch_acc"] and len(u["acc"]) == 4
     assert all(v == 500 for v in u["agreements_with_pytorch"].values())
-    assert sum(u["bits_flipped"].values()) > 0 and u["words_written"]["MVAU_hls_0"] > 0
+    assert sum(u["bits_flipped"].values()) > 0 and u["words_written"]["MVAUBinary_rtl_0"] > 0
     assert set(log["bits_flipped"]) == {"pmnist-4"} and u["update_s"] > 0

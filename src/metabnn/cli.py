@@ -122,6 +122,56 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"metabnn: error: {message} (see {self.prog} --help)\n")
 
 
+def _task_or_all(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a task index (0, 1, ...) or 'all'") from None
+
+
+def cmd_sim(args: argparse.Namespace) -> None:
+    from metabnn.sim import simulate, simulate_all
+
+    if args.n is not None and args.n < 1:
+        raise MetabnnError(f"--n {args.n}: give a positive number of test images (or leave it out for all)")
+    progress = not args.no_progress
+    if args.task == "all":
+        out = simulate_all(Path(args.build_dir), args.n, args.stalls, progress)
+        runs = out["tasks"]
+    else:
+        out = simulate(Path(args.build_dir), args.task, args.n, args.stalls, progress)
+        runs = [out]
+    for r in runs:
+        print(f"task {r['task']}: {r['agree']}/{r['images']} images agree with PyTorch, accuracy "
+              f"{100 * r['accuracy']:.2f}%")
+    print(f"{out['cycles_per_image']:.1f} cycles/image (FINN estimate {out['estimate_cycles_per_image']}), "
+          f"{out['fps']:,.0f} images/s at {1000 / out['clock_ns']:g} MHz, latency {out['latency_cycles']} cycles; "
+          f"simulated {out['sim_cycles_per_s'] / 1e6:.2f} M cycles/s")
+    print("layer initiation intervals (cycles/image): "
+          + ", ".join(f"{l['name']} {l['ii']:g}" for l in out["layers"]))
+    print(f"sim: {Path(args.build_dir) / 'sim.json'}")
+    if out["agree"] != out["images"]:
+        raise MetabnnError(f"the simulated accelerator disagrees with PyTorch on {out['images'] - out['agree']} "
+                           "images (see sim.json mismatched_images): report this bug")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from metabnn.hw.synth import synth
+
+    out = synth(Path(args.build_dir), progress=not args.no_progress)
+    print(f"{'layer':24s} {'source':8s} {'LUT':>8s} {'FINN LUT':>9s} {'FF':>8s} {'CARRY4':>7s} {'BRAM18':>7s}")
+    for l in out["layers"]:
+        src = "yosys" if l["source"] == "yosys" else "estimate"
+        print(f"{l['name']:24s} {src:8s} {l.get('LUT', 0):8d} {str(l.get('finn_lut_estimate') or '-'):>9s} "
+              f"{l.get('FF', 0):8d} {l.get('CARRY4', 0):7d} {l.get('BRAM_18K', 0):7d}")
+    t = out["totals"]
+    print(f"{'total':24s} {'':8s} {t['LUT']:8d} {'':9s} {t['FF']:8d} {t['CARRY4']:7d} {t['BRAM_18K']:7d}"
+          f"   fits: {'yes' if out['fits'] else 'NO'}")
+    print(f"report: {Path(args.build_dir) / 'report.json'} (key 'synth')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metabnn import __version__
 
@@ -175,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only the first N test images of each task on the HW graph (default: all)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_build)
+
+    m = sub.add_parser("sim", help="cycle-accurate Verilator simulation of a build's RTL on the test sets")
+    m.add_argument("build_dir", help="BUILD_DIR made by metabnn build")
+    m.add_argument("--task", type=_task_or_all, default=0, help="task index (from 0) or 'all' (default 0)")
+    m.add_argument("--n", type=int, help="only the first N test images (default: all)")
+    m.add_argument("--stalls", action="store_true", help="random stalls on input and output")
+    m.add_argument("--no-progress", action="store_true")
+    m.set_defaults(func=cmd_sim)
+
+    y = sub.add_parser("synth", help="yosys synth_xilinx of a build's RTL: LUT/FF/CARRY/BRAM into report.json")
+    y.add_argument("build_dir", help="BUILD_DIR made by metabnn build")
+    y.add_argument("--no-progress", action="store_true")
+    y.set_defaults(func=cmd_synth)
 
     from metabnn.runtime.cli import add_runtime_parsers
 

@@ -35,6 +35,7 @@ def finn_session(work_dir: Path) -> Iterator[None]:
 
     old = settings._SETTINGS
     settings._SETTINGS = None  # rebuilt from FINN_BUILD_DIR on first use
+    import metabnn.hw.custom_op  # noqa: F401  (saved builds hold MVAUBinary_rtl nodes)
     try:
         with warnings.catch_warnings():
             # qonnx/FINN warn per node about 2D layouts and unused attributes

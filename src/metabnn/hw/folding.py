@@ -66,8 +66,9 @@ def _candidates(inst, op_type: str) -> list[dict[str, Any]]:
         out = []
         for pe in divisors(mh):
             for simd in divisors(mw):
-                if pe * simd * wbits > MAX_ALLOWED_AP_INT_W or simd * abits > MAX_ALLOWED_AP_INT_W:
-                    continue  # HLS ap_int streams cannot be wider
+                if op_type.endswith("_hls") and (pe * simd * wbits > MAX_ALLOWED_AP_INT_W
+                                                 or simd * abits > MAX_ALLOWED_AP_INT_W):
+                    continue  # HLS ap_int streams cannot be wider; metabnn's RTL has no such cap
                 for style in ("block", "distributed"):
                     out.append({"PE": pe, "SIMD": simd, "ram_style": style})
         return out
@@ -156,8 +157,9 @@ def analysis(layers: list[LayerOptions], bud: dict[str, float], max_cycles: floa
     best = best_fitting(layers, bud)
     out: dict[str, Any] = {
         "max_fps_any_size": fclk_hz / fastest,
-        "max_fps_limited_by": f"{slowest_layer}: {fastest} cycles/image at its widest legal folding "
-                              "(FINN's HLS streams are at most 8191 bits wide)",
+        "max_fps_limited_by": f"{slowest_layer}: {fastest} cycles/image at its widest legal folding"
+                              + (" (FINN's HLS streams are at most 8191 bits wide)"
+                                 if slowest_layer.rsplit("_", 2)[-2:-1] == ["hls"] else ""),
         "best_fit_fps": fclk_hz / max(o.cycles for o in best) if best else 0.0,
         "best_fit": ({lo.name: {**dict(o.attrs), "cycles": o.cycles, **o.resources} for lo, o in zip(layers, best)}
                      if best else None),

@@ -115,17 +115,21 @@ def step_convert_to_hw(ctx: BuildContext) -> None:
 
 
 def step_specialize_layers(ctx: BuildContext) -> None:
-    """MVAU -> MVAU_hls (the only binary MVAU), Thresholding -> Thresholding_rtl; accumulator widths."""
+    """MVAU -> metabnn's MVAUBinary_rtl (via FINN's MVAU_hls), Thresholding -> Thresholding_rtl."""
     from qonnx.custom_op.registry import getCustomOp
 
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from metabnn.hw.custom_op.select import SelectMetabnnMVAU
 
     model = ctx.model
     for node in model.graph.node:
         if node.op_type == "Thresholding":
             getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
     model = model.transform(SpecializeLayers(ctx.cfg.board.part))
+    # FINN's binary MVAU exists only as HLS; ours is open RTL that Verilator and yosys can
+    # read, with the same attributes, estimates and memory map (DESIGN.md).
+    model = model.transform(SelectMetabnnMVAU())
     model = model.transform(MinimizeAccumulatorWidth())
     ctx.model = _tidy(model)
 
@@ -278,7 +282,7 @@ def step_verify_tasks(ctx: BuildContext) -> None:
 
 
 def step_hw_codegen(ctx: BuildContext) -> None:
-    """FINN's PrepareIP: HLS C++ for MVAU_hls, filled RTL templates, memory .dat files."""
+    """FINN's PrepareIP: filled RTL templates and metabnn's MVAU RTL, memory .dat files."""
     from finn.transformation.fpgadataflow.prepare_ip import PrepareIP
 
     ctx.model = ctx.model.transform(PrepareIP(ctx.cfg.board.part, ctx.cfg.clock_ns))

@@ -98,9 +98,10 @@ def print_learn(entry: dict[str, Any], log: dict[str, Any]) -> None:
     print("  words written per layer: " + ", ".join(f"{k} {v}" for k, v in entry["words_written"].items()))
     names = log["tasks"]
     print("accuracy matrix measured on the accelerator (%), row = after device update, column = task:")
-    print("             " + " ".join(f"{n[-8:]:>8}" for n in names))
+    w = max(8, *(len(n) for n in names))
+    print(" " * (w + 7) + " ".join(f"{n:>{w}}" for n in names))
     for u, row in zip(log["updates"], log["acc"]):
-        print(f"after {u['name'][-6:]:>6} " + " ".join("       -" if a is None else f"{a:8.2f}" for a in row))
+        print(f"after {u['name']:>{w}} " + " ".join(" " * (w - 1) + "-" if a is None else f"{a:{w}.2f}" for a in row))
     same = entry["acc"] == entry["torch_acc"]
     print(f"PyTorch on the same images: {'identical' if same else 'DIFFERENT: ' + str(entry['torch_acc'])}; "
           f"learn log: {Path(log['_path'])}")
