@@ -86,7 +86,10 @@ def test_deploy_layout_per_task_thresholds(built):
     assert t0 == (deploy / "driver/runtime_weights" / files[0][0]).read_text()  # task 0 = FINN's own files
     assert t0 != (deploy / "tasks/1/runtime_weights" / files[0][0]).read_text()
     assert r["finn_threshold_crosscheck"]["differ_from_finn_streamlining"] == 0
-    assert any(p.suffix == ".cpp" for p in (out / "hw_codegen").rglob("*"))
+    for k in range(3):  # metabnn's RTL for every binary MVAU: no HLS C++ left in the build
+        d = out / "hw_codegen" / f"MVAUBinary_rtl_{k}"
+        assert (d / "mvau_bin.sv").is_file() and (d / f"MVAUBinary_rtl_{k}.v").is_file()
+    assert not any(p.suffix == ".cpp" for p in (out / "hw_codegen").rglob("*"))
     assert "XILINX_VIVADO" in r["vivado_message"] and r["vivado"]["vivado"] is False
 
 

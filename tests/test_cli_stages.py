@@ -47,3 +47,14 @@ def test_train_export_build_from_the_command_line(tmp_path, mnist_available):
                    str(tmp_path / "build"), "--no-progress", check_rc=2)
     assert "already holds a build" in one_error_line(proc)
     assert (tmp_path / "build" / "report.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("args,match", [
+    (["sim", "{d}"], "is not a BUILD_DIR made by 'metabnn build'"),
+    (["sim", "{d}", "--task", "two"], "'two' is not a task index"),
+    (["synth", "{d}"], "is not a BUILD_DIR made by 'metabnn build'"),
+])
+def test_sim_and_synth_refuse_what_is_not_a_build(tmp_path, args, match):
+    proc = run_cli(*[a.format(d=tmp_path) for a in args], "--no-progress", check_rc=2)
+    assert match in one_error_line(proc)
+    assert list(tmp_path.iterdir()) == []

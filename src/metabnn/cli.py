@@ -161,13 +161,14 @@ def cmd_synth(args: argparse.Namespace) -> None:
     from metabnn.hw.synth import synth
 
     out = synth(Path(args.build_dir), progress=not args.no_progress)
-    print(f"{'layer':24s} {'source':8s} {'LUT':>8s} {'FINN LUT':>9s} {'FF':>8s} {'CARRY4':>7s} {'BRAM18':>7s}")
+    w = max(24, *(len(l["name"]) for l in out["layers"]))
+    print(f"{'layer':{w}s} {'source':8s} {'LUT':>8s} {'FINN LUT':>9s} {'FF':>8s} {'CARRY4':>7s} {'BRAM18':>7s}")
     for l in out["layers"]:
         src = "yosys" if l["source"] == "yosys" else "estimate"
-        print(f"{l['name']:24s} {src:8s} {l.get('LUT', 0):8d} {str(l.get('finn_lut_estimate') or '-'):>9s} "
+        print(f"{l['name']:{w}s} {src:8s} {l.get('LUT', 0):8d} {str(l.get('finn_lut_estimate') or '-'):>9s} "
               f"{l.get('FF', 0):8d} {l.get('CARRY4', 0):7d} {l.get('BRAM_18K', 0):7d}")
     t = out["totals"]
-    print(f"{'total':24s} {'':8s} {t['LUT']:8d} {'':9s} {t['FF']:8d} {t['CARRY4']:7d} {t['BRAM_18K']:7d}"
+    print(f"{'total':{w}s} {'':8s} {t['LUT']:8d} {'':9s} {t['FF']:8d} {t['CARRY4']:7d} {t['BRAM_18K']:7d}"
           f"   fits: {'yes' if out['fits'] else 'NO'}")
     print(f"report: {Path(args.build_dir) / 'report.json'} (key 'synth')")
 

@@ -90,6 +90,27 @@ def run_demo(out: Path, device: str | None, progress: bool, compare: bool, repor
         _compare(meta, out, overrides, progress, report)
     if hardware:
         export_and_build(out / "metaplastic", out, progress)
+        learn_on_simulated_device(out / f"build-{DEMO_BOARD}" / "deploy", progress)
+
+
+def learn_on_simulated_device(deploy: Path, progress: bool) -> None:
+    """After deployment, the accelerator learns one more task: training on the host, only the
+    changed words written into the Verilator-simulated accelerator, accuracy measured on it."""
+    from metabnn.runtime.cli import print_learn
+    from metabnn.runtime.learn import learn
+    from metabnn.runtime.package import LEARN_LOG
+
+    path = deploy / LEARN_LOG
+    if path.is_file():
+        log = json.loads(path.read_text())
+        entry = log["updates"][-1]
+    else:
+        print("\nthe deployed accelerator (Verilator simulation of its RTL) learns one more task; "
+              "the hidden weights stay on the host")
+        entry = learn(deploy, "next", "sim", progress=progress)
+        log = json.loads(path.read_text())
+    log["_path"] = str(path)
+    print_learn(entry, log)
 
 
 def _compare(meta: dict[str, Any], out: Path, overrides: list[str], progress: bool,

@@ -14,9 +14,9 @@ from metabnn.hw.finn_env import vivado_available
 
 # (output in BUILD_DIR/deploy, what makes it)
 VIVADO_OUTPUTS = (
-    ("deploy/bitfile/finn-accel.bit", "IP generation (Vitis HLS), stitched IP and Vivado synthesis/implementation"),
+    ("deploy/bitfile/finn-accel.bit", "IP packaging, stitched IP and Vivado synthesis/implementation"),
     ("deploy/bitfile/finn-accel.hwh", "the Vivado block design's hardware handoff"),
-    ("ip/", "HLS synthesis of the MVAU layers and the stitched IP"),
+    ("ip/", "the packaged layer IPs (Vivado's IP packager) and the stitched IP"),
 )
 
 HOWTO = ("run the same build inside the Docker image with Vivado mounted: "
@@ -34,7 +34,7 @@ def plan(env: Mapping[str, str] | None = None) -> dict[str, object]:
 def message(p: Mapping[str, object]) -> str:
     if p["vivado"]:
         return "Vivado found: bitstream, hardware handoff and driver are in deploy/"
-    lines = ["XILINX_VIVADO is not set: stopped after estimates, HLS/RTL code generation, driver settings "
+    lines = ["XILINX_VIVADO is not set: stopped after estimates, RTL code generation, driver settings "
              "and per-task weight files. These outputs need Vivado:"]
     lines += [f"  {o:34s} {why}" for o, why in VIVADO_OUTPUTS]
     lines.append(f"To get them, {HOWTO}")
