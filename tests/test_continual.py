@@ -115,3 +115,16 @@ def test_si_importance_grows_with_path():
     si.after_step()
     si.end_task()
     assert si.omega[0][0] == pytest.approx(0.5 / (0.25 + 0.1)) and si.omega[0][1] == 0
+
+
+def test_blas_is_set_for_reproducible_results():
+    """Resume ≡ uninterrupted needs BLAS to give the same bits in every process."""
+    code = ("import metabnn.cli, torch\n"
+            "a = torch.ones(100, 784); b = torch.ones(784, 64)\n"
+            "print(float((a @ b)[0, 0]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MKL_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(env, MKL_VERBOSE="1"), check=True)
+    if "MKL_VERBOSE" not in proc.stdout + proc.stderr:
+        pytest.skip("this torch build does not use oneMKL")
+    assert "CNR:AUTO" in proc.stdout + proc.stderr and "Dyn:0" in proc.stdout + proc.stderr

@@ -1,0 +1,97 @@
+"""Continual learning on a deployed accelerator, at full size, metaplastic against m = 0.
+
+    .venv/bin/python benchmarks/device_learning.py OUT_DIR [--backend sim] [--fps 63775]
+                     [--deployed 3] [--learn 3] [--variants meta,nometa]
+
+For each variant (pmnist-cpu with m = 3, pmnist-cpu-nometa with m = 0): train the first
+``--deployed`` permuted-MNIST tasks, export, build for pynq-z2 at ``--fps`` (63,775 img/s is
+the fastest pmnist-cpu folding that fits the Z2, see the README), then learn ``--learn``
+more tasks on the deployed accelerator with ``metabnn learn --backend sim``. Everything goes
+through the CLI, as a user would run it; a step whose output exists is skipped, so an
+interrupted run continues. Prints, per variant, the accuracy matrix measured on the
+accelerator beside PyTorch's, and bits flipped / words written per update; the whole
+summary goes to OUT_DIR/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRESETS = {"meta": "pmnist-cpu", "nometa": "pmnist-cpu-nometa"}
+METABNN = [sys.executable, "-m", "metabnn.cli"]
+
+
+def step(name: str, done: Path, cmd: list[str], timings: dict[str, float]) -> None:
+    if done.exists():
+        print(f"[skip] {name}: {done} exists", flush=True)
+        return
+    print(f"[run ] {name}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    timings[name] = round(time.perf_counter() - t0, 1)
+    print(f"[done] {name} in {timings[name]:.1f} s", flush=True)
+
+
+def run_variant(out: Path, variant: str, args: argparse.Namespace) -> dict:
+    base = out / variant
+    run, export, build = base / "run", base / "export", base / "build"
+    deploy = build / "deploy"
+    timings: dict[str, float] = {}
+    step("train", run / "metrics.json", METABNN + [
+        "train", "--preset", PRESETS[variant], "--set", f"data.stream.n_tasks={args.deployed}",
+        "--no-progress", "--out", str(run)], timings)
+    step("export", export / "verify.json", METABNN + ["export", str(run), "--out", str(export)], timings)
+    step("build", build / "report.json", METABNN + [
+        "build", str(export), "--board", "pynq-z2", "--target-fps", str(args.fps), "--no-progress",
+        "--out", str(build)], timings)
+    learned = 0
+    log_path = deploy / "learn.json"
+    if log_path.exists():
+        learned = len(json.loads(log_path.read_text())["updates"])
+    for i in range(learned, args.learn):
+        step(f"learn task {args.deployed + i + 1}", deploy / f".never-{i}", METABNN + [
+            "learn", str(deploy), "--task", "next", "--backend", args.backend, "--no-progress"], timings)
+    log = json.loads(log_path.read_text())
+    return {"timings_s": timings, "tasks": log["tasks"], "acc": log["acc"], "torch_acc": log["torch_acc"],
+            "bits_flipped": log["bits_flipped"], "words_written": log["words_written"],
+            "update_s": log["update_s"], "acc_equals_pytorch": log["acc"] == log["torch_acc"],
+            "agreements_with_pytorch": [u["agreements_with_pytorch"] for u in log["updates"]],
+            "test_images": [u["test_images"] for u in log["updates"]]}
+
+
+def show(variant: str, s: dict) -> None:
+    print(f"\n== {variant}: accuracy (%) measured on the accelerator; PyTorch in brackets ==")
+    for i, (row, trow) in enumerate(zip(s["acc"], s["torch_acc"])):
+        cells = " ".join(f"{a:6.2f}[{t:6.2f}]" for a, t in zip(row, trow) if a is not None)
+        print(f"after update {i + 1}: {cells}")
+    print(f"matrix equals PyTorch: {s['acc_equals_pytorch']}")
+    for name, layers in s["bits_flipped"].items():
+        print(f"{name}: bits flipped {sum(layers.values()):7d} {layers} | words written "
+              f"{sum(s['words_written'][name].values())} | update {s['update_s'][name]:.2f} s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--backend", default="sim", choices=["sim", "reference"])
+    ap.add_argument("--fps", type=int, default=63775)
+    ap.add_argument("--deployed", type=int, default=3)
+    ap.add_argument("--learn", type=int, default=3)
+    ap.add_argument("--variants", default="meta,nometa")
+    args = ap.parse_args()
+    summary = {}
+    for variant in args.variants.split(","):
+        summary[variant] = run_variant(args.out, variant, args)
+        show(variant, summary[variant])
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nsummary: {args.out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
