@@ -163,7 +163,7 @@ def test_update_killed_half_way_is_detected_and_repaired(deploy, tmp_path, capsy
     # A complete update through the CLI function: learn.json with the accuracy matrix measured on the device.
     cli("learn", deploy, "--backend", "reference", "--no-progress")
     out = capsys.readouterr().out
-    assert "learned pmnist-4" in out and "PyTorch on the same images: identical" in out
+    assert "learned pmnist-4" in out and "PyTorch (float64) on the same images: accuracy identical, 2000/2000 predictions equal" in out
     log = json.loads((deploy / "learn.json").read_text())
     u = log["updates"][-1]
     assert log["tasks"] == ["pmnist-1", "pmnist-2", "pmnist-3", "pmnist-4"]

@@ -103,8 +103,9 @@ def print_learn(entry: dict[str, Any], log: dict[str, Any]) -> None:
     for u, row in zip(log["updates"], log["acc"]):
         print(f"after {u['name']:>{w}} " + " ".join(" " * (w - 1) + "-" if a is None else f"{a:{w}.2f}" for a in row))
     same = entry["acc"] == entry["torch_acc"]
-    print(f"PyTorch on the same images: {'identical' if same else 'DIFFERENT: ' + str(entry['torch_acc'])}; "
-          f"learn log: {Path(log['_path'])}")
+    agree, images = sum(entry["agreements_with_pytorch"].values()), sum(entry["test_images"])
+    print(f"PyTorch (float64) on the same images: accuracy {'identical' if same else 'DIFFERENT: ' + str(entry['torch_acc'])}, "
+          f"{agree}/{images} predictions equal; learn log: {Path(log['_path'])}")
 
 
 def cmd_learn(args: argparse.Namespace) -> None:
