@@ -9,8 +9,9 @@ the fastest pmnist-cpu folding that fits the Z2, see the README), then learn ``-
 more tasks on the deployed accelerator with ``metabnn learn --backend sim``. Everything goes
 through the CLI, as a user would run it; a step whose output exists is skipped, so an
 interrupted run continues. Prints, per variant, the accuracy matrix measured on the
-accelerator beside PyTorch's, and bits flipped / words written per update; the whole
-summary goes to OUT_DIR/summary.json.
+accelerator beside PyTorch's, bits flipped / words written per update, and, after the last
+update, every test image through the sim and reference backends and float64 PyTorch; the
+whole summary goes to OUT_DIR/summary.json.
 """
 
 from __future__ import annotations
@@ -64,12 +65,49 @@ def run_variant(out: Path, variant: str, args: argparse.Namespace) -> dict:
             "test_images": [u["test_images"] for u in log["updates"]]}
 
 
+def compare_backends(deploy: Path) -> dict:
+    """Every test image of every task through the sim and reference backends, and float64
+    PyTorch from the deployment's own hidden-weight checkpoint: raw outputs and classes."""
+    import numpy as np
+    import torch
+
+    from metabnn.data import task_from_spec
+    from metabnn.export.verify import float64_model, torch_predict
+    from metabnn.runtime.accelerator import Accelerator
+    from metabnn.train.models import BinaryMLP
+
+    state = torch.load(deploy / "host" / "checkpoint.pt", weights_only=True, map_location="cpu")
+    mcfg = state["config"]["model"]
+    model = BinaryMLP(mcfg["widths"], int(mcfg.get("input_bits", 8)))
+    model.load_state_dict(state["model"])
+    golden = float64_model(model)
+    ref, sim = Accelerator.open(deploy, "reference"), Accelerator.open(deploy, "sim")
+    out = {"images": 0, "raw_equal": 0, "classes_equal": 0, "equal_to_pytorch_f64": 0}
+    try:
+        for j, spec in enumerate(state["task_specs"][:len(state["bn_states"])]):
+            x = task_from_spec(spec, None).test_x.numpy()
+            ref.select_task(j)
+            sim.select_task(j)
+            a, b = ref.infer(x), sim.infer(x)
+            gold, _ = torch_predict(golden, state["bn_states"][j], x)
+            out["images"] += len(x)
+            out["raw_equal"] += int((a.raw == b.raw).all(axis=1).sum())
+            out["classes_equal"] += int((a.classes == b.classes).sum())
+            out["equal_to_pytorch_f64"] += int((b.classes == gold).sum())
+    finally:
+        sim.close()
+    return out
+
+
 def show(variant: str, s: dict) -> None:
     print(f"\n== {variant}: accuracy (%) measured on the accelerator; PyTorch in brackets ==")
     for i, (row, trow) in enumerate(zip(s["acc"], s["torch_acc"])):
         cells = " ".join(f"{a:6.2f}[{t:6.2f}]" for a, t in zip(row, trow) if a is not None)
         print(f"after update {i + 1}: {cells}")
     print(f"matrix equals PyTorch: {s['acc_equals_pytorch']}")
+    c = s["sim_vs_reference"]
+    print(f"sim vs reference backend, all tasks: raw outputs equal on {c['raw_equal']}/{c['images']} images, "
+          f"classes on {c['classes_equal']}; sim equals float64 PyTorch on {c['equal_to_pytorch_f64']}")
     for name, layers in s["bits_flipped"].items():
         print(f"{name}: bits flipped {sum(layers.values()):7d} {layers} | words written "
               f"{sum(s['words_written'][name].values())} | update {s['update_s'][name]:.2f} s")
@@ -87,6 +125,7 @@ def main() -> int:
     summary = {}
     for variant in args.variants.split(","):
         summary[variant] = run_variant(args.out, variant, args)
+        summary[variant]["sim_vs_reference"] = compare_backends(args.out / variant / "build" / "deploy")
         show(variant, summary[variant])
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nsummary: {args.out / 'summary.json'}")
