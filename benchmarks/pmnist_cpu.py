@@ -36,7 +36,7 @@ def main() -> int:
         done = metrics_path.exists() and len(json.loads(metrics_path.read_text())["acc"]) == 6
         wall = None
         if not done:
-            cmd = ["metabnn", "train", "--no-progress"]
+            cmd = [sys.executable, "-m", "metabnn.cli", "train", "--no-progress"]
             cmd += ["--resume", str(run)] if (run / "checkpoint.pt").exists() else ["--preset", preset, "--out", str(run)]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True)

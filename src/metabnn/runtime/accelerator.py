@@ -3,7 +3,7 @@
     acc = Accelerator.open(DEPLOY_DIR, backend="reference", task=0)
     res = acc.infer(images)            # classes, raw outputs, logits, throughput/latency
     acc.select_task(1)                 # that task's thresholds (+ its own weights) and host affine
-    acc.read_layer("MVAU_hls_1"); acc.write_layer("MVAU_hls_1", words)
+    acc.read_layer("MVAUBinary_rtl_1"); acc.write_layer("MVAUBinary_rtl_1", words)
     acc.status()
 
 Opening repairs an interrupted package update, then reads back every memory and rewrites

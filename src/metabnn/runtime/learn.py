@@ -197,13 +197,11 @@ def learn(deploy_dir: str | Path, task_spec: str | dict[str, Any] = "next", back
         torch_cls, _ = torch_predict(golden, src.bn_states[j], x)
         agree[names[j]] = int((torch_cls == res.classes).sum())
         torch_row.append(100.0 * int((torch_cls == y).sum()) / max(len(y), 1))
+        if agree[names[j]] != len(y):
+            log(f"WARNING: the accelerator disagrees with float64 PyTorch on {len(y) - agree[names[j]]} "
+                f"test images of {names[j]}; the weights are live, but this is a defect: please report it")
     acc.select_task(n - 1)
     acc.close()
-    for name, k in agree.items():
-        if k != len(trainer.tasks[names.index(name)].test_x):
-            log(f"WARNING: the accelerator disagrees with float64 PyTorch on "
-                f"{len(trainer.tasks[names.index(name)].test_x) - k} test images of {name}; "
-                "the weights are live, but this is a defect: please report it")
     entry = {"task": n - 1, "name": names[-1], "backend": acc.backend.name, "generation": manifest["generation"],
              "bits_flipped": flipped, "words_written": written, "update_s": update_s, "device_write_s": device_s,
              "train_s": t_trained - t_start, "acc": row, "torch_acc": torch_row,
