@@ -27,8 +27,9 @@ PRESETS = {"meta": "pmnist-cpu", "nometa": "pmnist-cpu-nometa"}
 METABNN = [sys.executable, "-m", "metabnn.cli"]
 
 
-def step(name: str, done: Path, cmd: list[str], timings: dict[str, float]) -> None:
-    if done.exists():
+def step(name: str, done: Path | None, cmd: list[str], timings: dict[str, float]) -> None:
+    """Run one CLI step, unless ``done`` (its output) exists; None: always run."""
+    if done is not None and done.exists():
         print(f"[skip] {name}: {done} exists", flush=True)
         return
     print(f"[run ] {name}: {' '.join(cmd[2:])}", flush=True)
@@ -55,7 +56,7 @@ def run_variant(out: Path, variant: str, args: argparse.Namespace) -> dict:
     if log_path.exists():
         learned = len(json.loads(log_path.read_text())["updates"])
     for i in range(learned, args.learn):
-        step(f"learn task {args.deployed + i + 1}", deploy / f".never-{i}", METABNN + [
+        step(f"learn task {args.deployed + i + 1}", None, METABNN + [
             "learn", str(deploy), "--task", "next", "--backend", args.backend, "--no-progress"], timings)
     log = json.loads(log_path.read_text())
     return {"timings_s": timings, "tasks": log["tasks"], "acc": log["acc"], "torch_acc": log["torch_acc"],
@@ -68,28 +69,31 @@ def run_variant(out: Path, variant: str, args: argparse.Namespace) -> dict:
 def compare_backends(deploy: Path) -> dict:
     """Every test image of every task through the sim and reference backends, and float64
     PyTorch from the deployment's own hidden-weight checkpoint: raw outputs and classes."""
-    import numpy as np
-    import torch
+    import shutil
+    import tempfile
 
     from metabnn.data import task_from_spec
+    from metabnn.export.source import read_run
     from metabnn.export.verify import float64_model, torch_predict
     from metabnn.runtime.accelerator import Accelerator
-    from metabnn.train.models import BinaryMLP
+    from metabnn.train import checkpoint as ckpt
 
-    state = torch.load(deploy / "host" / "checkpoint.pt", weights_only=True, map_location="cpu")
-    mcfg = state["config"]["model"]
-    model = BinaryMLP(mcfg["widths"], int(mcfg.get("input_bits", 8)))
-    model.load_state_dict(state["model"])
-    golden = float64_model(model)
+    with tempfile.TemporaryDirectory() as tmp:  # the host checkpoint, read as a run directory
+        run = Path(tmp)
+        shutil.copyfile(deploy / "host" / ckpt.CHECKPOINT, run / ckpt.CHECKPOINT)
+        state = ckpt.load_checkpoint(run)
+        ckpt.write_run_files(run, state["config"], state["task_specs"])
+        src = read_run(run)
+    golden = float64_model(src.model)
     ref, sim = Accelerator.open(deploy, "reference"), Accelerator.open(deploy, "sim")
     out = {"images": 0, "raw_equal": 0, "classes_equal": 0, "equal_to_pytorch_f64": 0}
     try:
-        for j, spec in enumerate(state["task_specs"][:len(state["bn_states"])]):
+        for j, spec in enumerate(src.task_specs):
             x = task_from_spec(spec, None).test_x.numpy()
             ref.select_task(j)
             sim.select_task(j)
             a, b = ref.infer(x), sim.infer(x)
-            gold, _ = torch_predict(golden, state["bn_states"][j], x)
+            gold, _ = torch_predict(golden, src.bn_states[j], x)
             out["images"] += len(x)
             out["raw_equal"] += int((a.raw == b.raw).all(axis=1).sum())
             out["classes_equal"] += int((a.classes == b.classes).sum())
