@@ -118,6 +118,11 @@ def _derive(run: Path) -> tuple[dict[str, np.ndarray], Any]:
     return params, src
 
 
+def _percent_correct(classes: np.ndarray, labels: np.ndarray) -> float:
+    # the trainer's formula (metrics.accuracy), so the rows compare exactly with its matrix
+    return 100.0 * int((classes == labels).sum()) / max(len(labels), 1)
+
+
 def _bits_flipped(pkg: Package, old: list[np.ndarray], new: list[np.ndarray]) -> dict[str, int]:
     return {l["name"]: int((decode_mvau(o, l) != decode_mvau(n, l)).sum())
             for l, o, n in zip(pkg.layers, old, new) if l["kind"] == "mvau"}
@@ -193,10 +198,10 @@ def learn(deploy_dir: str | Path, task_spec: str | dict[str, Any] = "next", back
         acc.select_task(j)
         x, y = task.test_x.numpy(), task.test_y.numpy()
         res = acc.infer(x)
-        row.append(100.0 * int((res.classes == y).sum()) / max(len(y), 1))  # the trainer's formula
+        row.append(_percent_correct(res.classes, y))
         torch_cls, _ = torch_predict(golden, src.bn_states[j], x)
         agree[names[j]] = int((torch_cls == res.classes).sum())
-        torch_row.append(100.0 * int((torch_cls == y).sum()) / max(len(y), 1))
+        torch_row.append(_percent_correct(torch_cls, y))
         if agree[names[j]] != len(y):
             log(f"WARNING: the accelerator disagrees with float64 PyTorch on {len(y) - agree[names[j]]} "
                 f"test images of {names[j]}; the weights are live, but this is a defect: please report it")
