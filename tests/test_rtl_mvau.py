@@ -15,6 +15,9 @@ CONFIGS = {
     "xnor_wide_lines": MvauConfig(80, 8, 4, 40, True, n_thres=1),  # 160-bit lines: 5 of 8 words
     "uint8": MvauConfig(20, 6, 3, 5, False, in_w=8),
     "int4_thr3": MvauConfig(64, 4, 4, 16, False, in_w=4, in_signed=True, n_thres=3),
+    # odd SIMD: the last lane of the pair select and of the 6-bit popcount groups stands alone
+    "int8_signed_odd": MvauConfig(21, 4, 2, 7, False, in_w=8, in_signed=True),
+    "xnor_odd_groups": MvauConfig(26, 4, 2, 13, True, n_thres=1),
 }
 
 

@@ -205,28 +205,59 @@ module mvau_bin #(
 		end
 	end
 
-	// Stage 2: per-PE partial dot product of the SIMD lanes
+	// Stage 2: per-PE partial dot product of the SIMD lanes, as balanced adder trees (see
+	// mvau_bin_add_tree: a chain of adders or one big sum costs about twice the LUTs)
 	typedef logic signed [ACC_W:0]  part_t;  // one spare bit: the sum of signed terms
 	part_t  part[PE];
-	for (genvar p = 0; p < PE; p++) begin : genPart
-		if (XNOR) begin : genXnor
-			// $countones: one popcount per 64 bits in simulation; an adder tree in synthesis
-			assign part[p] = part_t'($countones(~(X1 ^ W1[p*SIMD +: SIMD])));
-		end : genXnor
-		else begin : genInt
-			always_comb begin
-				automatic part_t  sum = 0;
-				for (int s = 0; s < SIMD; s++) begin
-					automatic logic [IN_W-1:0]  xe = X1[s*IN_W +: IN_W];
-					automatic part_t  xv;
-					if (IN_SIGNED)  xv = part_t'($signed(xe));
-					else            xv = part_t'($signed({1'b0, xe}));
-					sum += W1[p*SIMD + s] ? xv : -xv;
-				end
-				part[p] = sum;
-			end
-		end : genInt
-	end : genPart
+	if (XNOR) begin : genXnor
+		// popcount of the agreements: 6-bit groups (3 LUT6 each) into a tree of 3-bit counts
+		localparam int unsigned  G = (SIMD + 5) / 6;
+		localparam int unsigned  CW = 3 + $clog2(G);
+		for (genvar p = 0; p < PE; p++) begin : genPe
+			uwire [SIMD-1:0]  agree_lanes = ~(X1 ^ W1[p*SIMD +: SIMD]);
+			uwire [6*G-1:0]  agree = (6*G)'(agree_lanes);  // zero-padded
+			uwire [3*G-1:0]  cnt;
+			for (genvar g = 0; g < G; g++)  assign cnt[3*g +: 3] = 3'($countones(agree[6*g +: 6]));
+			uwire [CW-1:0]  sum;
+			mvau_bin_add_tree #(.N(G), .W(3), .SIGNED(0)) tree (.in(cnt), .sum(sum));
+			assign part[p] = part_t'(sum);
+		end : genPe
+	end : genXnor
+	else begin : genInt
+		// sum_s (w_s ? x_s : -x_s) = 2*sum_{w_s=1} x_s - sum_s x_s. The sum of all x is shared
+		// by the PEs; so are, per lane pair, x_a + x_b: a PE's share of a pair is one of
+		// {0, x_a, x_b, x_a + x_b}, a 4:1 select (one LUT6 per bit) by its two weights.
+		localparam int unsigned  NP = (SIMD + 1) / 2;   // pairs; an odd last lane pairs with 0
+		localparam int unsigned  PW = IN_W + 1;         // a pair's sum
+		localparam int unsigned  SW = PW + $clog2(NP);  // a PE's selected sum
+		localparam int unsigned  XW = IN_W + $clog2(SIMD);
+		uwire [2*NP*IN_W-1:0]  x = (2*NP*IN_W)'(X1);  // zero lane past SIMD: adds nothing
+		uwire [PW-1:0]  xa[NP], xb[NP], xab[NP];
+		for (genvar q = 0; q < NP; q++) begin : genPair
+			uwire [IN_W-1:0]  a = x[2*q*IN_W +: IN_W];
+			uwire [IN_W-1:0]  b = x[(2*q+1)*IN_W +: IN_W];
+			assign xa[q] = IN_SIGNED ? PW'($signed(a)) : PW'(a);
+			assign xb[q] = IN_SIGNED ? PW'($signed(b)) : PW'(b);
+			assign xab[q] = xa[q] + xb[q];
+		end : genPair
+		uwire [XW-1:0]  sum_x;
+		mvau_bin_add_tree #(.N(SIMD), .W(IN_W), .SIGNED(IN_SIGNED)) tree_x (.in(X1), .sum(sum_x));
+		part_t  all_x;
+		assign all_x = IN_SIGNED ? part_t'($signed(sum_x)) : part_t'(sum_x);
+		for (genvar p = 0; p < PE; p++) begin : genPe
+			uwire [2*NP-1:0]  w = (2*NP)'(W1[p*SIMD +: SIMD]);
+			// continuous selects: an always_comb case per slice simulated 3.5x slower in Verilator
+			uwire [NP*PW-1:0]  sel;
+			for (genvar q = 0; q < NP; q++) begin : genSel
+				assign sel[q*PW +: PW] = w[2*q+1] ? (w[2*q] ? xab[q] : xb[q]) : (w[2*q] ? xa[q] : PW'(0));
+			end : genSel
+			uwire [SW-1:0]  sum_w;
+			mvau_bin_add_tree #(.N(NP), .W(PW), .SIGNED(IN_SIGNED)) tree (.in(sel), .sum(sum_w));
+			part_t  on;
+			assign on = IN_SIGNED ? part_t'($signed(sum_w)) : part_t'(sum_w);
+			assign part[p] = 2*on - all_x;
+		end : genPe
+	end : genInt
 
 	logic  V2 = 0, First2 = 'x, Last2 = 'x;
 	logic [NFB-1:0]  Nf2 = 'x;
@@ -321,3 +352,33 @@ module mvau_bin #(
 	end : genThres
 
 endmodule : mvau_bin
+
+
+// Balanced adder tree: sum of N W-bit elements (element k at in[k*W +: W]), W + clog2(N) bits.
+// The keep on the subtotals stops yosys from merging the tree into one $macc, which it maps
+// as full adders in LUTs at about twice the cost of one carry-chain adder per node. (This
+// packed, recursive form also simulates fastest in Verilator: a level-by-level tree over
+// unpacked arrays made the pmnist-cpu accelerator's simulation twice as slow.)
+module mvau_bin_add_tree #(
+	int unsigned  N = 2,
+	int unsigned  W = 1,
+	bit  SIGNED = 0,
+	localparam int unsigned  OW = W + $clog2(N)
+)(
+	input	logic [N*W-1:0]  in,
+	output	logic [OW-1:0]  sum
+);
+	if (N == 1) begin : genLeaf
+		assign sum = in;
+	end : genLeaf
+	else begin : genNode
+		localparam int unsigned  NL = N / 2;
+		localparam int unsigned  NR = N - NL;
+		(* keep *) logic [W+$clog2(NL)-1:0]  l;
+		(* keep *) logic [W+$clog2(NR)-1:0]  r;
+		mvau_bin_add_tree #(.N(NL), .W(W), .SIGNED(SIGNED)) lo (.in(in[NL*W-1:0]), .sum(l));
+		mvau_bin_add_tree #(.N(NR), .W(W), .SIGNED(SIGNED)) hi (.in(in[N*W-1:NL*W]), .sum(r));
+		if (SIGNED)  assign sum = $signed(l) + $signed(r);
+		else         assign sum = OW'(l) + OW'(r);
+	end : genNode
+endmodule : mvau_bin_add_tree
