@@ -107,11 +107,27 @@ def test_fit_error_names_layer_resource_best_fps(export_dir, tmp_path):
     from metabnn.hw.build import build
 
     with pytest.raises(MetabnnError) as e:
-        build(export_dir, tmp_path / "b", "pynq-z1", 5e6, progress=False)
+        build(export_dir, tmp_path / "b", "pynq-z1", 2e7, progress=False)
     msg = str(e.value)
     assert "MVAUBinary_rtl" in msg and "highest rate that fits" in msg and "boards that fit" in msg
     assert "\n" not in msg and not (tmp_path / "b").exists()
     assert not any(p.name.startswith(".b.") for p in tmp_path.iterdir())
+
+
+def test_oversize_builds_for_simulation_but_not_for_vivado(export_dir, tmp_path, monkeypatch):
+    """--oversize: the folding for the target although it does not fit; never a bitstream."""
+    from metabnn.hw import vivado
+    from metabnn.hw.build import build
+
+    with monkeypatch.context() as m:
+        m.setattr(vivado, "plan", lambda: {"vivado": True})
+        with pytest.raises(MetabnnError, match="oversize"):
+            build(export_dir, tmp_path / "v", "pynq-z1", 2e7, progress=False, verify_limit=50, oversize=True)
+    assert list(tmp_path.iterdir()) == []
+    report = build(export_dir, tmp_path / "b", "pynq-z1", 2e7, progress=False, verify_limit=50, oversize=True)
+    assert report["fits"] is False and report["fps"] >= 2e7
+    assert report["resources"]["LUT"] > report["budget"]["LUT"]
+    assert (tmp_path / "b" / "report.json").is_file()
 
 
 def test_bad_inputs_write_nothing(export_dir, tmp_path):

@@ -54,8 +54,14 @@ def test_manifest_and_reference_equal_export(build_dir, capsys):
     assert [l["name"] for l in pkg.layers] == ["MVAUBinary_rtl_0", "Thresholding_rtl_0", "MVAUBinary_rtl_1",
                                                "Thresholding_rtl_1", "MVAUBinary_rtl_2"]
     assert {"host/checkpoint.pt", "host/parameters.npz", "driver/settings.json"} <= set(m["files"])
+    import json
+
+    from metabnn.hw.rtl_model import words_per_line
+
+    l0 = json.loads((build_dir / "report.json").read_text())["layers"][0]  # 784 -> 32 at the build's folding
+    words = (784 // l0["simd"]) * (32 // l0["pe"]) * words_per_line(l0["pe"] * l0["simd"])
     assert pkg.layers[0]["memory"] == {**pkg.layers[0]["memory"], "ip": "StreamingDataflowPartition_1",
-                                       "base": 0, "words": 3584}
+                                       "base": 0, "words": words}
     assert pkg.layers[1]["weight_dtype"] == "INT19" and pkg.layers[2]["xnor"] and not pkg.layers[0]["xnor"]
     assert pkg.live_tasks == [0, 1]
     art = read_export(m["source"]["export_dir"])

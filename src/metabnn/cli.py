@@ -109,7 +109,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     from metabnn.hw.report import table
 
     report = build(Path(args.export_dir), Path(args.out), args.board, args.target_fps, args.clock_ns,
-                   progress=not args.no_progress, verify_limit=args.verify_limit)
+                   progress=not args.no_progress, verify_limit=args.verify_limit, oversize=args.oversize)
     print(table(report))
     print(report["vivado_message"])
     print(f"build: {args.out} (report.json, report.txt, report.png, deploy/)")
@@ -138,7 +138,7 @@ def cmd_sim(args: argparse.Namespace) -> None:
         raise MetabnnError(f"--n {args.n}: give a positive number of test images (or leave it out for all)")
     progress = not args.no_progress
     if args.task == "all":
-        out = simulate_all(Path(args.build_dir), args.n, args.stalls, progress)
+        out = simulate_all(Path(args.build_dir), args.n, args.stalls, progress, jobs=args.jobs)
         runs = out["tasks"]
     else:
         out = simulate(Path(args.build_dir), args.task, args.n, args.stalls, progress)
@@ -162,13 +162,15 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     out = synth(Path(args.build_dir), progress=not args.no_progress)
     w = max(24, *(len(l["name"]) for l in out["layers"]))
-    print(f"{'layer':{w}s} {'source':8s} {'LUT':>8s} {'FINN LUT':>9s} {'FF':>8s} {'CARRY4':>7s} {'BRAM18':>7s}")
+    print(f"{'layer':{w}s} {'source':8s} {'LUT':>8s} {'est. LUT':>9s} {'FINN LUT':>9s} {'FF':>8s} {'CARRY4':>7s} "
+          f"{'BRAM18':>7s}")
     for l in out["layers"]:
         src = "yosys" if l["source"] == "yosys" else "estimate"
-        print(f"{l['name']:{w}s} {src:8s} {l.get('LUT', 0):8d} {str(l.get('finn_lut_estimate') or '-'):>9s} "
-              f"{l.get('FF', 0):8d} {l.get('CARRY4', 0):7d} {l.get('BRAM_18K', 0):7d}")
+        print(f"{l['name']:{w}s} {src:8s} {l.get('LUT', 0):8d} {str(l.get('build_lut_estimate') or '-'):>9s} "
+              f"{str(l.get('finn_lut_estimate') or '-'):>9s} {l.get('FF', 0):8d} {l.get('CARRY4', 0):7d} "
+              f"{l.get('BRAM_18K', 0):7d}")
     t = out["totals"]
-    print(f"{'total':{w}s} {'':8s} {t['LUT']:8d} {'':9s} {t['FF']:8d} {t['CARRY4']:7d} {t['BRAM_18K']:7d}"
+    print(f"{'total':{w}s} {'':8s} {t['LUT']:8d} {'':9s} {'':9s} {t['FF']:8d} {t['CARRY4']:7d} {t['BRAM_18K']:7d}"
           f"   fits: {'yes' if out['fits'] else 'NO'}")
     print(f"report: {Path(args.build_dir) / 'report.json'} (key 'synth')")
 
@@ -224,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="BUILD_DIR to create")
     b.add_argument("--verify-limit", type=int,
                    help="check only the first N test images of each task on the HW graph (default: all)")
+    b.add_argument("--oversize", action="store_true",
+                   help="build the folding for --target-fps even if it exceeds the board (for 'metabnn sim' "
+                        "and 'metabnn synth' studies; no bitstream)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_build)
 
@@ -232,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--task", type=_task_or_all, default=0, help="task index (from 0) or 'all' (default 0)")
     m.add_argument("--n", type=int, help="only the first N test images (default: all)")
     m.add_argument("--stalls", action="store_true", help="random stalls on input and output")
+    m.add_argument("--jobs", type=int, help="with --task all: simulations at once (default: one per CPU)")
     m.add_argument("--no-progress", action="store_true")
     m.set_defaults(func=cmd_sim)
 

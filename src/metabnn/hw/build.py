@@ -64,7 +64,7 @@ def _relocate_partition(tmp: Path, out_dir: Path) -> None:
 
 
 def build(export_dir: Path, out_dir: Path, board: str, target_fps: float, clock_ns: float = 10.0,
-          progress: bool = True, verify_limit: int | None = None) -> dict[str, Any]:
+          progress: bool = True, verify_limit: int | None = None, oversize: bool = False) -> dict[str, Any]:
     """Build ``export_dir`` for ``board`` at ``target_fps``; returns the report (also report.json)."""
     from metabnn.hw.steps import STEPS, BuildContext
     from metabnn.hw import report as rep
@@ -74,7 +74,7 @@ def build(export_dir: Path, out_dir: Path, board: str, target_fps: float, clock_
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        cfg = make_config(export_dir, out_dir, tmp, board, target_fps, clock_ns, verify_limit, progress)
+        cfg = make_config(export_dir, out_dir, tmp, board, target_fps, clock_ns, verify_limit, progress, oversize)
         art = read_export(export_dir)
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
         ctx = BuildContext(cfg, art, log=log)

@@ -21,6 +21,9 @@ class BuildConfig:
     clock_ns: float = 10.0
     verify_limit: int | None = None  # test images per task for the agreement check (None: all)
     progress: bool = True
+    # build a folding that exceeds the board's budget (for simulation and synthesis studies:
+    # the RTL, its cycles and its yosys resources do not depend on the board); no bitstream
+    oversize: bool = False
 
     @property
     def fclk_hz(self) -> float:
@@ -54,7 +57,8 @@ def check_numbers(target_fps: float, clock_ns: float, verify_limit: int | None) 
 
 
 def make_config(export_dir: Path, out_dir: Path, work_dir: Path, board: str, target_fps: float,
-                clock_ns: float, verify_limit: int | None, progress: bool) -> BuildConfig:
+                clock_ns: float, verify_limit: int | None, progress: bool, oversize: bool = False) -> BuildConfig:
     check_numbers(target_fps, clock_ns, verify_limit)
     return BuildConfig(Path(export_dir), Path(out_dir), Path(work_dir), get_board(board), float(target_fps),
-                       float(clock_ns), None if verify_limit is None else int(verify_limit), progress)
+                       float(clock_ns), None if verify_limit is None else int(verify_limit), progress,
+                       bool(oversize))

@@ -3,8 +3,9 @@
 A dataflow pipeline runs at the pace of its slowest layer, so a target of ``fps`` images/s
 at ``f_clk`` gives every layer a budget of ``T = f_clk / fps`` cycles per image. For each
 layer the search lists every legal folding (PE divides MH, SIMD divides MW, stream widths
-within FINN's HLS limit), asks FINN's own models for its cycles (``get_exp_cycles``) and
-resources (``node_res_estimation``), and keeps the cheapest one within ``T``; "cheapest"
+within FINN's HLS limit), asks each node for its cycles (``get_exp_cycles``) and resources
+(``node_res_estimation``: FINN's models, or for ``MVAUBinary_rtl`` metabnn's yosys-fitted
+model of its RTL), and keeps the cheapest one within ``T``; "cheapest"
 weighs LUTs and BRAMs by the board's budget of each, so the scarce resource is spared.
 Deterministic: ties go to fewer lanes, then to the smaller PE.
 """

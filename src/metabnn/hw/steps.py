@@ -186,7 +186,16 @@ def step_folding(ctx: BuildContext) -> None:
     bud = folding.budget(board)
     chosen = folding.choose(layers, ctx.cfg.max_cycles, bud)
     if chosen is None or not folding.fits(chosen, bud):
-        raise _fit_error(ctx, layers, chosen, bud)
+        err = _fit_error(ctx, layers, chosen, bud)
+        if chosen is None or not ctx.cfg.oversize:
+            raise err
+        from metabnn.hw import vivado
+
+        if vivado.plan()["vivado"]:  # the Vivado tail would fail hours later, in placement
+            raise MetabnnError(f"--oversize: the design does not fit the {board.name}, so Vivado cannot place "
+                               "it; build without XILINX_VIVADO for 'metabnn sim' and 'metabnn synth', or lower "
+                               "--target-fps for a bitstream")
+        ctx.log(f"[build] --oversize: {err}; building it anyway for simulation and synthesis only")
     config = {lo.name: dict(o.attrs) for lo, o in zip(layers, chosen)}
     ctx.model = ctx.model.transform(ApplyFolding(config))
     ctx.chosen, ctx.layer_names = chosen, [lo.name for lo in layers]
@@ -218,6 +227,9 @@ def step_estimates(ctx: BuildContext) -> None:
                        "cycles": int(cycles[node.name]), "lut": int(round(r.get("LUT", 0))),
                        "bram": int(round(r.get("BRAM_18K", 0))), "dsp": int(r.get("DSP", 0)),
                        "uram": int(r.get("URAM", 0))})
+        if hasattr(inst, "finn_hls_estimates"):  # FINN's MVAU_hls figures beside metabnn's RTL model
+            finn = inst.finn_hls_estimates(cfg.board.part)
+            layers[-1].update(finn_hls_lut=int(round(finn["lut"])), finn_hls_bram=int(round(finn["bram"])))
     total = {"LUT": sum(l["lut"] for l in layers), "BRAM_18K": sum(l["bram"] for l in layers),
              "DSP": sum(l["dsp"] for l in layers), "URAM": sum(l["uram"] for l in layers)}
     bud = folding.budget(cfg.board)
@@ -233,8 +245,10 @@ def step_estimates(ctx: BuildContext) -> None:
         "utilization_limits": folding.UTILIZATION,
         "fits": all(total[k] <= bud[k] for k in total),
         "target_met": cfg.fclk_hz / slowest >= cfg.target_fps,
-        "estimate_note": "FINN's analytical models (exp_cycles, node_res_estimation) for the HW layers; "
-                         "DMA, FIFOs, width converters and the Zynq shell are covered by the utilization limits",
+        "estimate_note": "FINN's cycle model (exp_cycles) for every HW layer; resources from FINN's models, "
+                         "except MVAUBinary_rtl: metabnn's model of its RTL, fitted to yosys "
+                         "(hw/rtl_resources.py); DMA, FIFOs, width converters and the Zynq shell are covered "
+                         "by the utilization limits",
     })
 
 

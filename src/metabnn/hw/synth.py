@@ -106,12 +106,13 @@ def synth(build_dir: Path, progress: bool = True) -> dict[str, Any]:
     layers = []
     for l in amap["layers"]:
         e = est.get(l["name"], {})
-        row: dict[str, Any] = {"name": l["name"], "op_type": l["op_type"], "finn_lut_estimate": e.get("lut"),
-                               "finn_bram_estimate": e.get("bram")}
+        row: dict[str, Any] = {"name": l["name"], "op_type": l["op_type"], "build_lut_estimate": e.get("lut"),
+                               "build_bram_estimate": e.get("bram"),
+                               "finn_lut_estimate": e.get("finn_hls_lut", e.get("lut")),
+                               "finn_bram_estimate": e.get("finn_hls_bram", e.get("bram"))}
         if l["module"] == "mvau_bin":
             log(f"{l['name']}: yosys synth_xilinx")
-            params = {k: v for k, v in l["params"].items() if k != "RAM_STYLE"}
-            row.update(source="yosys", **synth_module(mvau_src, "mvau_bin", params))
+            row.update(source="yosys", **synth_module(mvau_src, "mvau_bin", l["params"]))
             if l["fifo_depth"]:
                 fifo = synth_module([RTL_DIR / "stream_fifo.sv"], "stream_fifo",
                                     {"DEPTH": l["fifo_depth"], "WIDTH": l["in_bits"]})

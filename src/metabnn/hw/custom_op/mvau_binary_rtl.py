@@ -1,8 +1,9 @@
 """``MVAUBinary_rtl``: FINN's MVAU (binary XNOR or integer x bipolar) as metabnn's RTL.
 
 Stands in for ``MVAU_hls`` (the only binary MVAU FINN has, and it needs Vitis HLS): same
-node attributes, folding, stream packing, cycle and resource estimates (FINN's HLS LUT
-model, as the datapath is the same), Python execution (FINN's MVAU model, also after
+node attributes, folding, stream packing and cycle estimate; its own LUT and BRAM model
+(``hw/rtl_resources.py``, fitted to yosys on this RTL: FINN's HLS model overstates its LUTs
+two to four times and understates its true-dual-port BRAMs), Python execution (FINN's MVAU model, also after
 specialization, unlike MVAU_hls), and the same runtime-weight .dat files. Its HDL is
 ``rtl/mvau_bin.sv`` with the weight memory inside (AXI-lite ``s_axilite`` when
 ``runtime_writeable_weights``), wrapped in a Verilog-2001 top for Vivado's IP integrator.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from finn.custom_op.fpgadataflow.hls.matrixvectoractivation_hls import MVAU_hls
 from finn.custom_op.fpgadataflow.matrixvectoractivation import MVAU
 from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 
@@ -27,14 +27,29 @@ class MVAUBinary_rtl(MVAU, RTLBackend):
     """Binary MVAU in metabnn's RTL (see rtl/mvau_bin.sv for the hardware)."""
 
     def get_nodeattr_types(self):
-        attrs = {"resType": ("s", False, "lut", {"auto", "lut", "dsp"})}  # read by the LUT estimate
+        attrs = {"resType": ("s", False, "lut", {"auto", "lut", "dsp"})}  # carried over from MVAU_hls; this RTL has no DSP mode
         attrs.update(MVAU.get_nodeattr_types(self))
         attrs.update(RTLBackend.get_nodeattr_types(self))
         return attrs
 
-    # same datapath as MVAU_hls: FINN's own models for it
     def lut_estimation(self, fpgapart):
-        return MVAU_hls.lut_estimation(self, fpgapart)
+        from metabnn.hw.rtl_resources import mvau_lut
+
+        return mvau_lut(self.config(), self.get_nodeattr("ram_style"))
+
+    def bram_estimation(self, fpgapart):
+        from metabnn.hw.rtl_resources import weight_bram18
+
+        return weight_bram18(self.config(), self.get_nodeattr("ram_style"))
+
+    def uram_estimation(self, fpgapart):
+        return 0
+
+    def finn_hls_estimates(self, fpgapart: str) -> dict[str, float]:
+        """FINN's own LUT/BRAM estimates for ``MVAU_hls`` at this folding, for comparison."""
+        from finn.custom_op.fpgadataflow.hls.matrixvectoractivation_hls import MVAU_hls
+
+        return {"lut": MVAU_hls.lut_estimation(self, fpgapart), "bram": MVAU.bram_estimation(self, fpgapart)}
 
     def dsp_estimation(self, fpgapart):
         return 0
