@@ -54,10 +54,14 @@ def test_every_task_agrees_and_cycles_match_finn(built):
 def test_all_tasks_in_one_sim_json(built):
     from metabnn.sim import simulate_all
 
-    r = simulate_all(built, 50, progress=False)
+    r = simulate_all(built, 50, progress=False, jobs=2)  # both tasks at once
     assert r["images"] == r["agree"] == 100 and [t["task"] for t in r["tasks"]] == [0, 1]
-    assert r["accuracy_per_task"] == [t["accuracy"] for t in r["tasks"]]
+    assert r["accuracy_per_task"] == [t["accuracy"] for t in r["tasks"]] and r["jobs"] == 2
     assert json.loads((built / "sim.json").read_text()) == json.loads(json.dumps(r))
+    one = simulate_all(built, 50, progress=False, jobs=1)
+    assert [t["agree"] for t in one["tasks"]] == [t["agree"] for t in r["tasks"]]
+    with pytest.raises(MetabnnError, match="jobs"):
+        simulate_all(built, 50, progress=False, jobs=0)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ the export and the build verified equal to PyTorch / FINN's Python execution).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -253,13 +254,26 @@ def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool 
 
 
 def simulate_all(build_dir: Path, n: int | None = None, stalls: bool = False,
-                 progress: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
-    """``simulate`` every task of the build; sim.json then holds all of them (``tasks``) and the totals."""
+                 progress: bool = True, cache_dir: Path | None = None, jobs: int | None = None) -> dict[str, Any]:
+    """``simulate`` every task of the build, ``jobs`` simulations at a time (default: one per CPU);
+    sim.json then holds all of them (``tasks``) and the totals."""
+    from concurrent.futures import ThreadPoolExecutor
+
     build_dir = Path(build_dir)
     _, report = _read_build(build_dir)
-    runs = [simulate(build_dir, k, n, stalls, progress, cache_dir) for k in range(n_tasks(build_dir, report))]
-    if not runs:
+    count = n_tasks(build_dir, report)
+    if count == 0:
         raise MetabnnError(f"build '{build_dir}' has no tasks")
+    if jobs is not None and jobs < 1:
+        raise MetabnnError(f"--jobs {jobs}: give a positive number of simulations to run at once")
+    jobs = min(count, jobs or os.cpu_count() or 1)
+    log = (lambda s: print(f"[sim] {s}", file=sys.stderr, flush=True)) if progress else (lambda s: None)
+    Accelerator(build_dir, cache_dir, log)  # compile once, before the tasks share the cached model
+    t0 = time.perf_counter()
+    # each task is its own Verilator process (the threads only wait on them)
+    with ThreadPoolExecutor(jobs) as pool:
+        runs = list(pool.map(lambda k: simulate(build_dir, k, n, stalls, progress, cache_dir), range(count)))
+    wall = time.perf_counter() - t0
     keep = ("cycles_per_image", "latency_cycles", "layers", "fps", "clock_ns", "estimate_cycles_per_image",
             "estimate_fps", "stalls", "reference")
     out = {"images": sum(r["images"] for r in runs), "agree": sum(r["agree"] for r in runs),
@@ -268,6 +282,7 @@ def simulate_all(build_dir: Path, n: int | None = None, stalls: bool = False,
            "cycles": sum(r["cycles"] for r in runs),
            "sim_cycles_per_s": sum(r["cycles"] for r in runs) / sum(r["sim_seconds"] for r in runs),
            "sim_seconds": round(sum(r["sim_seconds"] for r in runs), 3),
+           "wall_seconds": round(wall, 3), "jobs": jobs,
            **{k: runs[-1][k] for k in keep},
            "tasks": runs}
     atomic_write_json(build_dir / "sim.json", out)
