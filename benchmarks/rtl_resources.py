@@ -37,12 +37,12 @@ def main() -> int:
     from metabnn.hw.rtl_model import MvauConfig
     from metabnn.hw.rtl_resources import mvau_lut, weight_bram18
     from metabnn.hw.synth import synth_module
-    from metabnn.sim.verilator import RTL_DIR, finn_rtllib
+    from metabnn.sim.verilator import mvau_sources
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="the fitted shapes only (no full layers)")
     args = ap.parse_args()
-    src = [RTL_DIR / "mvau_bin.sv", RTL_DIR / "axil_mux.sv", finn_rtllib() / "axi/hdl/axilite.sv"]
+    src = mvau_sources()
     shapes = [(simd, pe, pe, simd, x, "block", 11 if x else 19) for x, pe, simd in DATAPATH]
     shapes += [(simd, pe * lines, pe, simd, True, style, 11) for pe, simd, lines, style in MEMORY]
     if not args.quick:

@@ -22,10 +22,9 @@ CONFIGS = {
 
 
 def build_mvau(cfg: MvauConfig):
-    from metabnn.sim.verilator import RTL_DIR, build, finn_rtllib
+    from metabnn.sim.verilator import build, mvau_sources
 
-    return build([RTL_DIR / "mvau_bin.sv", RTL_DIR / "axil_mux.sv", finn_rtllib() / "axi/hdl/axilite.sv"],
-                 "mvau_bin", cfg.params(), {"IN_BYTES": cfg.in_bytes, "OUT_BYTES": cfg.out_bytes})
+    return build(mvau_sources(), "mvau_bin", cfg.params(), {"IN_BYTES": cfg.in_bytes, "OUT_BYTES": cfg.out_bytes})
 
 
 def random_case(cfg: MvauConfig, rng: np.random.Generator, n: int):

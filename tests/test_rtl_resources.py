@@ -40,12 +40,11 @@ def test_structure_terms():
 @pytest.mark.parametrize("xnor,pe,simd,mw,mh", [(True, 4, 64, 128, 16), (False, 4, 16, 32, 8)])
 def test_model_within_15_percent_of_yosys(xnor, pe, simd, mw, mh):
     from metabnn.hw.synth import synth_module
-    from metabnn.sim.verilator import RTL_DIR, finn_rtllib
+    from metabnn.sim.verilator import mvau_sources
 
     cfg = MvauConfig(mw, mh, pe, simd, xnor, in_w=1 if xnor else 8)
     params = {k: v for k, v in cfg.params().items() if k not in ("WEIGHT_INIT", "THRES_INIT")}
     params["RAM_STYLE"] = "block"
-    got = synth_module([RTL_DIR / "mvau_bin.sv", RTL_DIR / "axil_mux.sv", finn_rtllib() / "axi/hdl/axilite.sv"],
-                       "mvau_bin", params)
+    got = synth_module(mvau_sources(), "mvau_bin", params)
     assert abs(mvau_lut(cfg, "block") - got["LUT"]) <= 0.15 * got["LUT"]
     assert weight_bram18(cfg, "block") == got["BRAM_18K"]

@@ -92,7 +92,7 @@ def synth(build_dir: Path, progress: bool = True) -> dict[str, Any]:
     from metabnn.hw.finn_env import finn_session
     from metabnn.sim import top
     from metabnn.sim.simulate import _read_build
-    from metabnn.sim.verilator import RTL_DIR, finn_rtllib
+    from metabnn.sim.verilator import RTL_DIR, finn_rtllib, mvau_sources
 
     build_dir = Path(build_dir)
     _, report = _read_build(build_dir)
@@ -101,7 +101,7 @@ def synth(build_dir: Path, progress: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="metabnn-finn-") as fw, finn_session(Path(fw)):
         amap = top.generate(build_dir)
     lib = finn_rtllib()
-    mvau_src = [RTL_DIR / "mvau_bin.sv", RTL_DIR / "axil_mux.sv", lib / "axi/hdl/axilite.sv"]
+    mvau_src = mvau_sources()
     est = {l["name"]: l for l in report.get("layers", [])}
     layers = []
     for l in amap["layers"]:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -185,12 +185,16 @@ def current_artifact(build_dir: Path, build_manifest: dict[str, Any]):
     return ExportArtifact(art.export_dir, art.manifest, art.manifest_sha256, params, specs)
 
 
+def _logger(progress: bool) -> Callable[[str], None]:
+    return (lambda s: print(f"[sim] {s}", file=sys.stderr, flush=True)) if progress else (lambda s: None)
+
+
 def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool = False,
              progress: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
     """Simulate ``n`` test images (all if None) of ``task``; writes and returns BUILD_DIR/sim.json."""
     from metabnn.sim.session import Session
 
-    log = (lambda s: print(f"[sim] {s}", file=sys.stderr, flush=True)) if progress else (lambda s: None)
+    log = _logger(progress)
     build_dir = Path(build_dir)
     if n is not None and n < 1:
         raise MetabnnError(f"--n must be at least 1, not {n}")
@@ -267,7 +271,7 @@ def simulate_all(build_dir: Path, n: int | None = None, stalls: bool = False,
     if jobs is not None and jobs < 1:
         raise MetabnnError(f"--jobs {jobs}: give a positive number of simulations to run at once")
     jobs = min(count, jobs or os.cpu_count() or 1)
-    log = (lambda s: print(f"[sim] {s}", file=sys.stderr, flush=True)) if progress else (lambda s: None)
+    log = _logger(progress)
     Accelerator(build_dir, cache_dir, log)  # compile once, before the tasks share the cached model
     t0 = time.perf_counter()
     # each task is its own Verilator process (the threads only wait on them)

@@ -46,6 +46,11 @@ def finn_rtllib() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "finn-rtllib"
 
 
+def mvau_sources() -> list[Path]:
+    """The RTL files of one ``mvau_bin``: the module, its AXI-lite decoder, FINN's AXI-lite slave."""
+    return [RTL_DIR / "mvau_bin.sv", RTL_DIR / "axil_mux.sv", finn_rtllib() / "axi/hdl/axilite.sv"]
+
+
 def default_cache() -> Path:
     return Path(os.environ.get("METABNN_CACHE_DIR", Path.home() / ".cache" / "metabnn")) / "verilator"
 

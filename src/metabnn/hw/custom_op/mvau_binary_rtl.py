@@ -3,8 +3,8 @@
 Stands in for ``MVAU_hls`` (the only binary MVAU FINN has, and it needs Vitis HLS): same
 node attributes, folding, stream packing and cycle estimate; its own LUT and BRAM model
 (``hw/rtl_resources.py``, fitted to yosys on this RTL: FINN's HLS model overstates its LUTs
-two to four times and understates its true-dual-port BRAMs), Python execution (FINN's MVAU model, also after
-specialization, unlike MVAU_hls), and the same runtime-weight .dat files. Its HDL is
+two to four times and understates its true-dual-port BRAMs); Python execution (FINN's MVAU
+model, also after specialization, unlike MVAU_hls), and the same runtime-weight .dat files. Its HDL is
 ``rtl/mvau_bin.sv`` with the weight memory inside (AXI-lite ``s_axilite`` when
 ``runtime_writeable_weights``), wrapped in a Verilog-2001 top for Vivado's IP integrator.
 """
@@ -27,7 +27,8 @@ class MVAUBinary_rtl(MVAU, RTLBackend):
     """Binary MVAU in metabnn's RTL (see rtl/mvau_bin.sv for the hardware)."""
 
     def get_nodeattr_types(self):
-        attrs = {"resType": ("s", False, "lut", {"auto", "lut", "dsp"})}  # carried over from MVAU_hls; this RTL has no DSP mode
+        # carried over from MVAU_hls by SelectMetabnnMVAU; this RTL has no DSP mode to choose
+        attrs = {"resType": ("s", False, "lut", {"auto", "lut", "dsp"})}
         attrs.update(MVAU.get_nodeattr_types(self))
         attrs.update(RTLBackend.get_nodeattr_types(self))
         return attrs
