@@ -25,7 +25,7 @@ import math
 from metabnn.hw.rtl_model import MvauConfig
 
 # LUT = a*PE*SIMD + b*PE + c*SIMD + d with SF = NF = 1, least squares in relative error
-# over yosys on 10 shapes per mode (PE 1..1024, SIMD 2..1024; worst 5.8% XNOR, 8.3% integer)
+# over yosys on 10 shapes per mode (PE 1..1024, SIMD 2..1024; worst 5.7% XNOR, 8.4% integer)
 XNOR_FIT = (2.107, -1.041, -0.016, 32.7)
 INT8_FIT = (10.164, -1.111, 10.51, -21.2)
 # LUTs per input bit of the replay buffer (LUTRAM), its bypass multiplexer and addressing
