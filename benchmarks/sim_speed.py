@@ -5,7 +5,7 @@
 Runs ``metabnn.sim.simulate_all`` over every task of the build (N test images each,
 default all; one Verilator process per task, ``--jobs`` at a time, default one per CPU),
 and prints one JSON object: per task agreement with the PyTorch-verified reference,
-accuracy, cycles/image against FINN's estimate, FPS at the build clock, simulated
+accuracy (%), cycles/image against FINN's estimate, FPS at the build clock, simulated
 cycles/s per process; plus the Verilator build time and the wall time of all tasks
 together (the issue's target: 60,000 pmnist images in under 2 minutes after the build).
 """
@@ -34,11 +34,12 @@ def main() -> int:
     t0 = time.perf_counter()
     r = simulate_all(args.build_dir, args.n, stalls=args.stalls, progress=False, jobs=args.jobs)
     wall = time.perf_counter() - t0
-    tasks = [{key: t[key] for key in ("task", "images", "agree", "accuracy", "cycles_per_image",
+    tasks = [{key: t[key] for key in ("task", "name", "images", "agree", "accuracy", "cycles_per_image",
                                        "estimate_cycles_per_image", "latency_cycles", "fps",
                                        "sim_cycles_per_s", "sim_seconds")} for t in r["tasks"]]
     for t in tasks:
-        print(f"task {t['task']}: {t['agree']}/{t['images']} agree, {t['sim_seconds']:.1f} s", file=sys.stderr)
+        print(f"T{t['task'] + 1} ({t['name']}): {t['agree']}/{t['images']} agree, accuracy {t['accuracy']:.2f}%, "
+              f"{t['sim_seconds']:.1f} s", file=sys.stderr)
     out = {
         "build_dir": str(args.build_dir), "first_call_seconds_incl_compile": round(build_s, 2),
         "images": r["images"], "agree": r["agree"], "jobs": r["jobs"], "wall_seconds": round(wall, 2),

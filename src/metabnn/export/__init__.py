@@ -16,8 +16,24 @@ EXPORT dir layout:
   integer reference, against PyTorch.
 """
 
-from metabnn.export.export import export_run, load_parameters, load_task_model
-from metabnn.export.qonnx_export import with_task_parameters
-from metabnn.export.reference import reference_predict
+from __future__ import annotations
 
-__all__ = ["export_run", "load_parameters", "load_task_model", "reference_predict", "with_task_parameters"]
+import importlib
+from typing import Any
+
+# Imported on first use: the checks of an export request (metabnn.export.request) need no torch.
+_WHERE = {
+    "export_run": "metabnn.export.export",
+    "load_parameters": "metabnn.export.export",
+    "load_task_model": "metabnn.export.export",
+    "reference_predict": "metabnn.export.reference",
+    "with_task_parameters": "metabnn.export.qonnx_export",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'metabnn.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

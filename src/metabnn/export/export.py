@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,10 +12,11 @@ import torch
 from brevitas.nn import QuantLinear
 
 import metabnn
-from metabnn.atomic import atomic_write, atomic_write_json
+from metabnn.atomic import StagedDir, atomic_write, atomic_write_json
 from metabnn.errors import MetabnnError
 from metabnn.export.manifest import (ARTIFACT, FORMAT_VERSION, MANIFEST, MODEL, PARAMETERS, TASKS, VERIFY,
-                                     check_out_dir, read_manifest, sha256_file)
+                                     read_manifest, sha256_file)
+from metabnn.export.request import check_export_request
 from metabnn.export.qonnx_export import bn_nodes, export_qonnx_model, with_task_parameters
 from metabnn.export.source import read_run
 from metabnn.export.task_parameters import build_parameters
@@ -38,11 +36,11 @@ def binary_weights(model: torch.nn.Module) -> list[np.ndarray]:
     """Each QuantLinear's weight exactly as the forward pass uses it (±1 int8 [out, in])."""
     out = []
     with torch.no_grad():
-        for name, m in model.named_children():
+        for m in model.children():
             if isinstance(m, QuantLinear):
                 w = m.quant_weight().value.detach().cpu().numpy()
                 if not np.all(np.abs(w) == 1):
-                    raise MetabnnError(f"layer {name}'s quantized weights are not ±1 (non-finite hidden weights?); "
+                    raise MetabnnError(f"layer {len(out) + 1}'s binary weights are not ±1 (non-finite hidden weights?); "
                                        "the run diverged or is damaged: retrain it")
                 out.append(w.astype(np.int8))
     return out
@@ -68,9 +66,7 @@ def export_run(run_dir: Path, out_dir: Path, data_dir: str | Path | None = None,
     from metabnn.data import task_from_spec
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if limit is not None and limit < 1:
-        raise MetabnnError(f"limit={limit} must be a positive number of test images per task (or None for all)")
-    check_out_dir(out_dir)
+    check_export_request(run_dir, out_dir, data_dir, limit)
     src = read_run(run_dir)
     start = time.perf_counter()
     model = src.model
@@ -119,9 +115,7 @@ def export_run(run_dir: Path, out_dir: Path, data_dir: str | Path | None = None,
                              "image; QONNX executed in float64; float32 agreements for information"),
         "tie_rule": "argmax ties go to the lowest class index (numpy and torch)", "tasks": reports}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with StagedDir(out_dir, "export") as tmp:
         with_task_parameters(wrapper, params, 0, onnx_bn).save(str(tmp / MODEL))
         _write_npz(tmp / PARAMETERS, params)
         atomic_write_json(tmp / TASKS, {"tasks": src.task_specs})
@@ -148,19 +142,6 @@ def export_run(run_dir: Path, out_dir: Path, data_dir: str | Path | None = None,
             "files": files,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private; an export is an ordinary directory
-        try:
-            if out_dir.is_dir():  # empty (check_out_dir): give way to the finished export
-                out_dir.rmdir()
-            os.rename(tmp, out_dir)
-        except OSError as e:
-            raise MetabnnError(f"could not move the finished export to '{out_dir}' ({e.strerror}); something "
-                               "else wrote there meanwhile: choose another --out") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metabnn.errors import MetabnnError
-from metabnn.export.manifest import sha256_file
+from metabnn.export.request import check_run_dir
 from metabnn.train.batchnorm_state import BNState, live_affine
-from metabnn.train.checkpoint import CHECKPOINT, MANIFEST, load_checkpoint
+from metabnn.train.checkpoint import load_checkpoint_verified
 from metabnn.train.models import BinaryMLP
-
-RUN_ARTIFACT = "metabnn-run"
 
 
 @dataclass
@@ -27,36 +24,21 @@ class RunSource:
     checkpoint_sha256: str
 
 
-def _fix() -> str:
-    return "give a RUN_DIR made by 'metabnn train' (e.g. metabnn train --preset demo --out RUN_DIR)"
-
-
 def read_run(run_dir: Path) -> RunSource:
     """The run in ``run_dir``, or a MetabnnError saying why it can not be exported."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MetabnnError(f"'{run_dir}' is not a directory; {_fix()}")
+    check_run_dir(run_dir)
+    # One read: the digest is of exactly the bytes that were loaded and verified, even while
+    # a run that is still training replaces checkpoint.pt after every epoch.
+    state, digest = load_checkpoint_verified(run_dir)
     try:
-        manifest = json.loads((run_dir / MANIFEST).read_text())
-    except (FileNotFoundError, NotADirectoryError):
-        raise MetabnnError(f"'{run_dir}' holds no {MANIFEST}; it is not a metabnn run directory: {_fix()}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
-        raise MetabnnError(f"'{run_dir / MANIFEST}' is unreadable ({type(e).__name__}); {_fix()}") from None
-    artifact = manifest.get("artifact") if isinstance(manifest, dict) else None
-    if artifact != RUN_ARTIFACT:
-        raise MetabnnError(f"'{run_dir}' holds a '{artifact}' artifact, not a training run "
-                           f"('{RUN_ARTIFACT}'); {_fix()}")
-    # A run that is still training replaces checkpoint.pt after every epoch: hash it before
-    # and after loading so the manifest names exactly the checkpoint that was exported.
-    for _ in range(3):
-        before = sha256_file(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
-        state = load_checkpoint(run_dir)
-        digest = sha256_file(run_dir / CHECKPOINT)
-        if digest == before:
-            break
-    else:
-        raise MetabnnError(f"'{run_dir / CHECKPOINT}' kept changing while it was read (the run is training); "
-                           "export it again, or after the current epoch")
+        return _from_state(run_dir, state, digest)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise MetabnnError(f"the checkpoint in '{run_dir}' lacks or garbles what a run holds ({type(e).__name__}: "
+                           f"{str(e)[:80]}); the run directory is damaged: train it again") from None
+
+
+def _from_state(run_dir: Path, state: dict[str, Any], digest: str) -> RunSource:
     config = state["config"]
     mcfg = config.get("model", {})
     if mcfg.get("kind", "bnn") != "bnn":
@@ -73,7 +55,7 @@ def read_run(run_dir: Path) -> RunSource:
     specs = state.get("task_specs") or []
     if finished == 0:
         raise MetabnnError(f"run '{run_dir}' has not finished any task yet, so there is nothing to export; "
-                           f"let it finish one task (metabnn train resumes it with the same --out)")
+                           f"let it finish one task (continue it with: metabnn train --resume {run_dir})")
     if finished > len(specs):
         raise MetabnnError(f"run '{run_dir}' has {finished} BatchNorm states for {len(specs)} tasks; "
                            "the checkpoint is damaged: retrain it")

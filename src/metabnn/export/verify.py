@@ -66,13 +66,18 @@ def qonnx_predict(batched, images_uint8: np.ndarray, batch: int,
     return out.argmax(axis=1), out
 
 
+def _percent(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy in % (as in metrics.json), by the trainer's formula (metrics.accuracy)."""
+    return 100.0 * int((pred == labels).sum()) / max(len(labels), 1)
+
+
 def _entry(pred: np.ndarray, logits: np.ndarray, gold: np.ndarray, gold_logits: np.ndarray,
            labels: np.ndarray) -> dict[str, Any]:
     agree = int((pred == gold).sum())
     return {
         "agreements": agree,
-        "agreement": agree / len(gold),
-        "accuracy": float((pred == labels).mean()),
+        "agreement": 100.0 * agree / len(gold),  # % of images, like every accuracy
+        "accuracy": _percent(pred, labels),
         "max_abs_logit_diff": float(np.abs(logits.astype(np.float64) - gold_logits).max()),
         "mismatched_images": [int(i) for i in np.flatnonzero(pred != gold)[:20]],
     }
@@ -94,16 +99,16 @@ def verify_task(model: nn.Module, model64: nn.Module, wrapper, params: Mapping[s
     ref, ref_logits = reference_predict(params, images_uint8, task)
     out = {
         "images": n,
-        "pytorch": {"accuracy": float((gold == labels).mean())},
+        "pytorch": {"accuracy": _percent(gold, labels)},
         "qonnx": _entry(q64, q64_logits, gold, gold_logits, labels),
         "reference": _entry(ref, ref_logits, gold, gold_logits, labels),
     }
     if float32_checks:
         t32, t32_logits = torch_predict(model, bn_state, images_uint8, chunk)
         q32, _ = qonnx_predict(with_batch_size(graph, batch), images_uint8, batch)
-        out["pytorch"].update(float32_accuracy=float((t32 == labels).mean()),
+        out["pytorch"].update(float32_accuracy=_percent(t32, labels),
                               float32_agreements_with_float64=int((t32 == gold).sum()))
-        out["qonnx"].update(float32_accuracy=float((q32 == labels).mean()),
+        out["qonnx"].update(float32_accuracy=_percent(q32, labels),
                             float32_agreements_with_pytorch_float32=int((q32 == t32).sum()))
     return out
 
@@ -123,4 +128,4 @@ def check_report(tasks: Sequence[dict[str, Any]]) -> None:
 def summary_lines(verify: Mapping[str, Any]) -> list[str]:
     """One line per task of a ``verify.json``: agreement of QONNX with PyTorch, and accuracy."""
     return [f"task {t['name']}: QONNX agrees with PyTorch on {t['qonnx']['agreements']}/{t['images']} test images, "
-            f"accuracy {100 * t['qonnx']['accuracy']:.2f}%" for t in verify["tasks"]]
+            f"accuracy {t['qonnx']['accuracy']:.2f}%" for t in verify["tasks"]]

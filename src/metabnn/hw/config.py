@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ class BuildConfig:
     oversize: bool = False
 
     @property
+    def final_dir(self) -> Path:
+        """Where BUILD_DIR will be once the staged work dir is renamed into place (absolute)."""
+        return self.out_dir.parent.resolve() / self.out_dir.name
+
+    @property
     def fclk_hz(self) -> float:
         return 1e9 / self.clock_ns
 
@@ -42,18 +48,27 @@ class BuildConfig:
         return d
 
 
+def _number(value: Any, flag: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise MetabnnError(f"{flag} {value!r} is not a number; give a positive number") from None
+
+
 def check_numbers(target_fps: float, clock_ns: float, verify_limit: int | None) -> None:
     """One-line errors for a target FPS, clock or verification size that cannot be meant."""
-    try:
-        fps, clk = float(target_fps), float(clock_ns)
-    except (TypeError, ValueError):
-        raise MetabnnError(f"--target-fps {target_fps!r} and --clock-ns {clock_ns!r} must be numbers") from None
+    fps, clk = _number(target_fps, "--target-fps"), _number(clock_ns, "--clock-ns")
     if not math.isfinite(fps) or fps <= 0:
         raise MetabnnError(f"--target-fps {target_fps} must be a positive number of images per second, e.g. 100000")
     if not math.isfinite(clk) or clk <= 0:
         raise MetabnnError(f"--clock-ns {clock_ns} must be a positive clock period in ns, e.g. 10 for 100 MHz")
-    if verify_limit is not None and int(verify_limit) < 1:
-        raise MetabnnError(f"verify_limit={verify_limit} must be a positive number of images (or None for all)")
+    if clk < 1:
+        raise MetabnnError(f"--clock-ns {clock_ns}: these boards' fabric does not run above 1000 MHz; give a "
+                           "period of at least 1 ns, e.g. 10 for 100 MHz")
+    if verify_limit is not None and (isinstance(verify_limit, bool) or not isinstance(verify_limit, numbers.Integral)
+                                     or verify_limit < 1):
+        raise MetabnnError(f"--verify-limit {verify_limit}: give a positive number of test images per task, or "
+                           "leave --verify-limit out to check them all")
 
 
 def make_config(export_dir: Path, out_dir: Path, work_dir: Path, board: str, target_fps: float,

@@ -5,6 +5,8 @@ without ``XILINX_VIVADO``. Its Python API works without Vivado once (a) global s
 exist, which FINN rebuilds from ``FINN_BUILD_DIR`` (where it puts generated code), and
 (b) nothing touches ``finn.xsi``'s lazy simulator names: ``finn.builder.build_dataflow_steps``
 does at import time, so this package never imports it and runs the transformations itself.
+With Vivado, the CLI also exports the variables FINN's generated Tcl reads; ``environ`` sets
+those for the Vivado steps (``metabnn.hw.vivado.find_tools`` says which).
 """
 
 from __future__ import annotations
@@ -48,3 +50,18 @@ def finn_session(work_dir: Path) -> Iterator[None]:
             os.environ.pop("FINN_BUILD_DIR", None)
         else:
             os.environ["FINN_BUILD_DIR"] = saved
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (FINN and the tools it starts read them); restored after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -33,6 +33,8 @@ class BuildContext:
     layer_names: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    console: Any = None  # the user's terminal for progress bars (stdout/stderr go to build.log)
+    codegen_moves: dict[str, str] = field(default_factory=dict)  # FINN's code dir -> hw_codegen/<layer>
 
     def save(self, name: str) -> None:
         d = self.cfg.work_dir / "intermediate_models"
@@ -99,7 +101,7 @@ def step_convert_to_hw(ctx: BuildContext) -> None:
     n_mvau = sum(n.op_type.startswith("MVAU") for n in model.graph.node)
     if n_mvau != ctx.art.n_layers:
         raise MetabnnError(f"FINN mapped {n_mvau} of the network's {ctx.art.n_layers} linear layers to MVAUs; "
-                           "the export is not a plain BinaryMLP")
+                           "only binary MLPs trained by 'metabnn train' (8-bit or 1-bit input) can be built")
     # FINN derived task 0's thresholds from the QONNX floats; the export's integer ones are
     # exact (float64), so count differences as a cross-check, then use the export's.
     finn_thr = [model.get_initializer(n.input[1]).copy() for n in model.graph.node
@@ -267,7 +269,8 @@ def step_verify_tasks(ctx: BuildContext) -> None:
         import json
         torch_checked = {t["task"]: t for t in json.loads(verify.read_text()).get("tasks", [])}
     xnor_out = None
-    for k in tqdm(range(art.n_tasks), desc="agreement", unit="task", disable=not ctx.cfg.progress, leave=False):
+    for k in tqdm(range(art.n_tasks), desc="agreement", unit="task", disable=not ctx.cfg.progress, leave=False,
+                  file=ctx.console):
         model = ctx.hw_model.transform(SetTaskParameters(art, k))
         if xnor_out is None:
             from qonnx.custom_op.registry import getCustomOp
@@ -280,7 +283,7 @@ def step_verify_tasks(ctx: BuildContext) -> None:
         exp = torch_checked.get(k, {})
         out.append({"task": k, "name": art.task_name(k), "images": int(len(images)),
                     "agreements": int((pred == ref).sum()),
-                    "accuracy": float((pred == labels).mean()) if len(images) else 0.0,
+                    "accuracy": 100.0 * float((pred == labels).mean()) if len(images) else 0.0,  # percent
                     "mismatched_images": [int(i) for i in np.flatnonzero(pred != ref)[:10]],
                     "export_reference_vs_pytorch": {"images": exp.get("images"),
                                                     "agreements": exp.get("reference", {}).get("agreements")},
@@ -291,8 +294,9 @@ def step_verify_tasks(ctx: BuildContext) -> None:
     bad = [t for t in out if t["agreements"] != t["images"]]
     if bad:
         t = bad[0]
-        raise MetabnnError(f"HW graph disagrees with PyTorch on task {t['name']}: {t['agreements']}/{t['images']} "
-                           f"images (first {t['mismatched_images'][:5]}); nothing was written: report this bug")
+        raise MetabnnError(f"the HW graph disagrees with PyTorch on T{t['task'] + 1} ({t['name']}): "
+                           f"{t['agreements']}/{t['images']} images agree (first mismatches "
+                           f"{t['mismatched_images'][:5]}); nothing was written: please report this bug")
 
 
 def step_hw_codegen(ctx: BuildContext) -> None:
@@ -304,6 +308,7 @@ def step_hw_codegen(ctx: BuildContext) -> None:
 
 
 def _copy_codegen(ctx: BuildContext) -> dict[str, str]:
+    """hw_codegen/<layer>/: FINN's generated code, its paths pointed at the copy in BUILD_DIR."""
     from qonnx.custom_op.registry import getCustomOp
 
     out = {}
@@ -313,6 +318,15 @@ def _copy_codegen(ctx: BuildContext) -> dict[str, str]:
             dst = ctx.cfg.work_dir / "hw_codegen" / node.name
             shutil.copytree(src, dst)
             out[node.name] = str(dst.relative_to(ctx.cfg.work_dir))
+            ctx.codegen_moves[str(src)] = out[node.name]
+            # e.g. the MVAU wrapper's WEIGHT_INIT: Verilog resolves it from the tool's working
+            # dir, not the file's, so it must be the absolute path where the copy will live
+            final = str(ctx.cfg.final_dir / out[node.name])
+            for f in dst.iterdir():
+                if f.suffix in (".v", ".sv", ".vh", ".tcl") and f.is_file():
+                    text = f.read_text()
+                    if str(src) in text:
+                        f.write_text(text.replace(str(src), final))
     return out
 
 
@@ -324,11 +338,10 @@ def step_dataflow_partition(ctx: BuildContext) -> None:
     from finn.transformation.fpgadataflow.floorplan import Floorplan
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_iodma import InsertIODMA
-    from finn.transformation.fpgadataflow.prepare_ip import PrepareIP
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from finn.util.basic import pynq_native_port_width
 
-    ctx.folded = ctx.model  # the Vivado path and the task files start again from here
+    ctx.folded = ctx.model  # the task files start again from here, as the Vivado steps do (hw_codegen.onnx)
     model = ctx.model
     part_dir = ctx.cfg.work_dir / "dataflow_partition"
     for t in (InsertIODMA(pynq_native_port_width[ctx.cfg.board.finn_board]), InsertDWC(),
@@ -351,18 +364,6 @@ def step_driver_and_tasks(ctx: BuildContext) -> None:
     ctx.model = model
 
 
-def step_vivado_or_note(ctx: BuildContext) -> None:
-    """With XILINX_VIVADO: FINN's ZynqBuild to a bitstream; without: say what is missing and how."""
-    from metabnn.hw import vivado
-
-    p = vivado.plan()
-    ctx.report["vivado"] = p
-    if p["vivado"]:
-        vivado.run_vivado(ctx.folded, ctx.cfg.board.finn_board, ctx.cfg.clock_ns,
-                          ctx.cfg.work_dir / "deploy")
-    ctx.report["vivado_message"] = vivado.message(p)
-
-
 STEPS: list[tuple[str, Callable[[BuildContext], None]]] = [
     ("qonnx_to_finn", step_qonnx_to_finn),
     ("streamline", step_streamline),
@@ -374,5 +375,4 @@ STEPS: list[tuple[str, Callable[[BuildContext], None]]] = [
     ("hw_codegen", step_hw_codegen),
     ("dataflow_partition", step_dataflow_partition),
     ("driver_and_tasks", step_driver_and_tasks),
-    ("vivado", step_vivado_or_note),
-]
+]  # then, with Vivado, the Vivado steps on the finished BUILD_DIR (build._vivado_tail)

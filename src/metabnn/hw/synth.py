@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,14 +53,27 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("METABNN_CACHE_DIR", Path.home() / ".cache" / "metabnn")) / "yosys"
 
 
-def synth_module(sources: list[Path], top: str, params: dict[str, Any]) -> dict[str, int]:
-    """Resources of ``top`` with ``params`` (cached by the sources' content and the parameters)."""
+def _cache_file(sources: list[Path], top: str, params: dict[str, Any]) -> Path:
     h = hashlib.sha256(repr((top, sorted(params.items()))).encode())
     for s in sources:
         h.update(s.read_bytes())
-    cached = _cache_dir() / f"{h.hexdigest()[:24]}.json"
+    return _cache_dir() / f"{h.hexdigest()[:24]}.json"
+
+
+def is_cached(sources: list[Path], top: str, params: dict[str, Any]) -> bool:
+    return _cache_file(sources, top, params).is_file()
+
+
+def synth_module(sources: list[Path], top: str, params: dict[str, Any]) -> dict[str, int]:
+    """Resources of ``top`` with ``params`` (cached by the sources' content and the parameters)."""
+    from metabnn.sim import procs
+
+    cached = _cache_file(sources, top, params)
     if cached.is_file():
-        return json.loads(cached.read_text())
+        try:
+            return json.loads(cached.read_text())
+        except (OSError, ValueError):
+            pass  # a damaged cache entry: synthesize again and replace it
     with tempfile.TemporaryDirectory(prefix="metabnn-synth-") as tmp:
         d = Path(tmp)
         for s in sources:  # YoWASP's sandbox sees the working directory only
@@ -76,66 +88,85 @@ def synth_module(sources: list[Path], top: str, params: dict[str, Any]) -> dict[
             f"--allow-use-before-declare {gen}\n"
             f"synth_xilinx -family xc7 -top {top} -noiopad\n"
             "tee -q -o stat.json stat -json\n")
-        proc = subprocess.run([*yosys_command(), "-q", "s.ys"], cwd=d, capture_output=True, text=True)
+        # own process group, killed on Ctrl-C: no yosys keeps running after metabnn stops
+        proc = procs.run([*yosys_command(), "-q", "s.ys"], cwd=d)
         if proc.returncode != 0 or not (d / "stat.json").is_file():
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
-            raise MetabnnError(f"yosys could not synthesize {top}: {tail}")
+            tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+            raise MetabnnError(f"yosys could not synthesize {top}: {tail}; report this bug")
         stat = json.loads((d / "stat.json").read_text())
     out = counts(stat["design"]["num_cells_by_type"])
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cached, out)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cached, out)
+    except OSError:
+        pass  # an unwritable cache only costs the next run this synthesis again
     return out
 
 
 def synth(build_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Synthesize every layer of BUILD_DIR's top that yosys can; adds ``synth`` to report.json."""
+    """Synthesize every layer of BUILD_DIR's top that yosys can; adds ``synth`` to report.json,
+    replaced as a whole at the end (an interrupted run leaves it as it was)."""
     from metabnn.hw.finn_env import finn_session
     from metabnn.sim import top
-    from metabnn.sim.simulate import _read_build
+    from metabnn.sim.builddir import check_parts, check_writable, read_build
+    from metabnn.sim.progress import Progress
     from metabnn.sim.verilator import RTL_DIR, finn_rtllib, mvau_sources
 
     build_dir = Path(build_dir)
-    _, report = _read_build(build_dir)
-    log = (lambda s: print(f"[synth] {s}", file=sys.stderr, flush=True)) if progress else (lambda s: None)
+    _, report = read_build(build_dir)
+    check_parts(build_dir, report, sim=False)
+    check_writable(build_dir)
+    log = Progress("synth", progress)
     yosys_command()
     with tempfile.TemporaryDirectory(prefix="metabnn-finn-") as fw, finn_session(Path(fw)):
         amap = top.generate(build_dir)
     lib = finn_rtllib()
     mvau_src = mvau_sources()
-    est = {l["name"]: l for l in report.get("layers", [])}
+    est = {l["name"]: l for l in report.get("layers", []) if isinstance(l, dict) and "name" in l}
     layers = []
-    for l in amap["layers"]:
+    total = len(amap["layers"])
+
+    def run(what: str, sources: list[Path], module: str, params: dict[str, Any]) -> dict[str, int]:
+        with log.step(what) as step:
+            cached = is_cached(sources, module, params)
+            res = synth_module(sources, module, params)
+            step.result = f"LUT {res['LUT']}, FF {res['FF']}, BRAM18 {res['BRAM_18K']}{' (cached)' if cached else ''}"
+        return res
+
+    for i, l in enumerate(amap["layers"], 1):
         e = est.get(l["name"], {})
         row: dict[str, Any] = {"name": l["name"], "op_type": l["op_type"], "build_lut_estimate": e.get("lut"),
                                "build_bram_estimate": e.get("bram"),
                                "finn_lut_estimate": e.get("finn_hls_lut", e.get("lut")),
                                "finn_bram_estimate": e.get("finn_hls_bram", e.get("bram"))}
+        what = f"layer {i}/{total} {l['name']}: yosys synth_xilinx"
         if l["module"] == "mvau_bin":
-            log(f"{l['name']}: yosys synth_xilinx")
-            row.update(source="yosys", **synth_module(mvau_src, "mvau_bin", l["params"]))
+            row.update(source="yosys", **run(what, mvau_src, "mvau_bin", l["params"]))
             if l["fifo_depth"]:
-                fifo = synth_module([RTL_DIR / "stream_fifo.sv"], "stream_fifo",
-                                    {"DEPTH": l["fifo_depth"], "WIDTH": l["in_bits"]})
+                fifo = run(f"layer {i}/{total} {l['name']}: its input FIFO", [RTL_DIR / "stream_fifo.sv"],
+                           "stream_fifo", {"DEPTH": l["fifo_depth"], "WIDTH": l["in_bits"]})
                 row["input_fifo"] = fifo
                 for k in fifo:
                     row[k] += fifo[k]
         elif l["module"] == "stream_dwc":
-            row.update(source="yosys", **synth_module([RTL_DIR / "stream_dwc.sv"], "stream_dwc", l["params"]))
+            row.update(source="yosys", **run(what, [RTL_DIR / "stream_dwc.sv"], "stream_dwc", l["params"]))
         elif l["module"] == "dwc_axi":
-            row.update(source="yosys", **synth_module([lib / "dwc/hdl/dwc_axi.sv", lib / "dwc/hdl/vpc.sv"],
-                                                      "dwc_axi", l["params"]))
+            row.update(source="yosys", **run(what, [lib / "dwc/hdl/dwc_axi.sv", lib / "dwc/hdl/vpc.sv"],
+                                             "dwc_axi", l["params"]))
         else:
+            log(f"layer {i}/{total} {l['name']}: FINN's estimate (its thresholding RTL does not elaborate in yosys)")
             row.update(source="finn estimate (FINN's thresholding RTL does not elaborate in yosys-slang)",
                        LUT=e.get("lut", 0), BRAM_18K=e.get("bram", 0))
         layers.append(row)
-    mux = synth_module([RTL_DIR / "axil_mux.sv"], "axil_mux", amap["axil_mux"])
+    mux = run("AXI-lite decoder: yosys synth_xilinx", [RTL_DIR / "axil_mux.sv"], "axil_mux", amap["axil_mux"])
     keys = ("LUT", "FF", "CARRY4", "BRAM_18K", "DSP")
     totals = {k: sum(int(r.get(k, 0) or 0) for r in layers) + mux.get(k, 0) for k in keys}
-    cap = report.get("capacity", {})
+    cap = report.get("capacity") if isinstance(report.get("capacity"), dict) else {}
     out = {"tool": "yosys (YoWASP) synth_xilinx -family xc7 -noiopad, per module, out of context",
            "layers": layers, "axilite_decoder": mux, "totals": totals,
            "fits": all(totals[k] <= cap.get(k, float("inf")) for k in ("LUT", "BRAM_18K", "DSP")),
            "note": "FF/CARRY4 totals omit the Thresholding layers (no yosys netlist); LUT includes LUTRAM"}
+    _, report = read_build(build_dir)  # as it is now: keep whatever else changed meanwhile
     report["synth"] = out
     atomic_write_json(build_dir / "report.json", report)
     log(f"LUT {totals['LUT']}, FF {totals['FF']}, CARRY4 {totals['CARRY4']}, BRAM_18K {totals['BRAM_18K']}")

@@ -8,8 +8,10 @@
 
 Opening repairs an interrupted package update, then reads back every memory and rewrites
 what differs from the package's image of the selected task (a fresh board or a fresh
-reference model gets every word, as FINN's driver writes at start-up; a board that still
-holds half an update gets only the wrong words). Inference is refused while memories are
+reference model gets every word, as FINN's driver writes at start-up; a board whose PL still
+holds this bitstream is attached to, not reprogrammed, so it gets only the words that differ
+from its live memories: none when the task is already there, only the wrong ones after half
+an update). Inference is refused while memories are
 being changed or after a failed read-back, so no result ever comes from mixed weights.
 """
 
@@ -27,23 +29,28 @@ import numpy as np
 from metabnn.errors import MetabnnError
 from metabnn.runtime.backends import make_backend
 from metabnn.runtime.backends.base import Backend
+from metabnn.runtime.lock import PackageLock
 from metabnn.runtime.package import Package, open_package
 
 MERGE_GAP = 4  # unchanged words between two changed runs cheaper to rewrite than a second burst
 
 
 def test_hook(point: str) -> None:
-    """Kill this process at a named point (tests of interrupted updates): METABNN_TEST_KILL=point:N."""
+    """Signal this process at a named point (tests of interrupted updates).
+
+    METABNN_TEST_KILL=point[:N[:INT]]: SIGKILL (or SIGINT, a Ctrl-C) at the N-th pass through ``point``.
+    """
     spec = os.environ.get("METABNN_TEST_KILL")
     if not spec:
         return
-    name, _, n = spec.partition(":")
+    name, _, rest = spec.partition(":")
     if name != point:
         return
+    n, _, sig = rest.partition(":")
     count = _HOOK_COUNTS.get(point, 0) + 1
     _HOOK_COUNTS[point] = count
-    if count >= int(n or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if count == int(n or 1):
+        os.kill(os.getpid(), signal.SIGINT if sig == "INT" else signal.SIGKILL)
 
 
 _HOOK_COUNTS: dict[str, int] = {}
@@ -78,18 +85,56 @@ class Accelerator:
         self.last_sync: dict[str, int] = {}
         self._affine: tuple[np.ndarray, np.ndarray] | None = None
         self._flushed = False
+        self._lock: PackageLock | None = None
 
     @classmethod
-    def open(cls, deploy_dir: str | Path, backend: str | Backend = "reference", task: int | None = None,
-             repair: bool = True, **options: Any) -> "Accelerator":
-        pkg = open_package(deploy_dir, repair=repair)
-        be = backend if isinstance(backend, Backend) else make_backend(backend, **options)
-        be.open(pkg)
-        acc = cls(pkg, be)
-        live = pkg.live_tasks
-        if not live:
-            raise MetabnnError(f"'{pkg.root}' has no live task")
-        acc.select_task(live[0] if task is None else int(task))
+    def open(cls, deploy_dir: str | Path | Package, backend: str | Backend = "reference",
+             task: int | str | None = None, repair: bool = True, lock: PackageLock | None = None,
+             log: Any = None, **options: Any) -> "Accelerator":
+        """Open the package's accelerator with ``task`` (0-based; default: the first live task) loaded.
+
+        ``task="device"``: the live task whose image the device already holds (a board attached
+        to keeps its task, nothing is written), else the first live task.
+
+        Without ``lock`` the accelerator holds a shared package lock until ``close()``: no
+        ``metabnn learn`` can change the package or the device meanwhile (and it refuses to
+        open while one does). ``deploy_dir`` may be a ``Package`` already opened under ``lock``.
+        ``log`` gets progress lines (the sim backend's Verilator compile; whether the pynq backend attached
+        to the loaded bitstream or downloaded it).
+        """
+        own, acc = None, None
+        if isinstance(deploy_dir, Package):
+            pkg = deploy_dir
+        else:
+            from metabnn.runtime.package import resolve_deploy_dir
+
+            if lock is None:
+                root = resolve_deploy_dir(deploy_dir)
+                if not root.is_dir():
+                    raise MetabnnError(f"'{root}' is not a directory; give the DEPLOY_DIR (BUILD_DIR/deploy) of a "
+                                       "metabnn build")
+                own = lock = PackageLock(root, "infer").shared()
+        try:
+            if not isinstance(deploy_dir, Package):
+                pkg = open_package(deploy_dir, repair=repair, lock=lock)
+            if backend in ("sim", "pynq") and log is not None:  # sim: its compile; pynq: attach or download
+                options.setdefault("log", log)
+            be = backend if isinstance(backend, Backend) else make_backend(backend, **options)
+            be.open(pkg)
+            acc = cls(pkg, be)
+            acc._lock = own
+            live = pkg.live_tasks
+            if not live:
+                raise MetabnnError(f"'{pkg.root}' has no live task; rebuild the package with 'metabnn build'")
+            if task == "device":  # keep what the device holds, if it is a live task
+                task = acc.device_task()
+            acc.select_task(live[0] if task is None else int(task))
+        except BaseException:
+            if acc is not None:
+                acc.backend.close()
+            if own is not None:
+                own.release()
+            raise
         return acc
 
     # ---- memories ----------------------------------------------------------------------
@@ -141,7 +186,9 @@ class Accelerator:
         for l, new in zip(self.pkg.layers, image):  # FINN's driver verifies every file it wrote
             if not np.array_equal(self.backend.read_words(int(l["index"]), 0, new.size), new):
                 raise MetabnnError(f"read-back of {l['name']} differs from the package image; the device is "
-                                   "in an unknown state and serves no inference: open it again")
+                                   "in an unknown state and serves no inference: run the command again (it rewrites "
+                                   "every differing word; on the board, --download reprograms it), and if it persists, "
+                                   "check that the bitstream is this build's")
         if any(written.values()) or not self._flushed:  # FINN flushes once after loading at start-up too
             self.backend.flush()
             self._flushed = True
@@ -149,6 +196,14 @@ class Accelerator:
         return written
 
     # ---- tasks and inference -----------------------------------------------------------
+    def device_task(self) -> int | None:
+        """The live task whose every memory word the device holds now (read back), or None."""
+        now = [self.backend.read_words(int(l["index"]), 0, int(l["memory"]["words"])) for l in self.pkg.layers]
+        for t in self.pkg.live_tasks:
+            if all(np.array_equal(a, b) for a, b in zip(now, self.pkg.image(t))):
+                return t
+        return None
+
     def select_task(self, task: int) -> dict[str, int]:
         """Load task ``task``'s memories (only words that differ) and its host affine."""
         image = self.pkg.image(task)
@@ -166,7 +221,7 @@ class Accelerator:
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != d:
             raise MetabnnError(f"images must be uint8 [N, {d}], got {x.dtype} {list(x.shape)}")
         if batch_size < 1:
-            raise MetabnnError(f"batch size {batch_size} must be >= 1")
+            raise MetabnnError(f"--batch-size {batch_size}: give a positive number of images per batch")
         out = self.pkg.manifest["network"]["output"]
         scale, bias = self._affine
         raws, lat = [], []
@@ -175,6 +230,7 @@ class Accelerator:
             s = time.perf_counter()
             raws.append(self.backend.run(x[i:i + batch_size]))
             lat.append(time.perf_counter() - s)
+            test_hook("infer_batch")
         total = time.perf_counter() - t0
         raw = np.concatenate(raws) if raws else np.zeros((0, len(bias)), dtype=np.int64)
         a = 2 * raw - int(out["n_in"]) if out["xnor"] else raw
@@ -202,6 +258,9 @@ class Accelerator:
 
     def close(self) -> None:
         self.backend.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "Accelerator":
         return self

@@ -8,10 +8,12 @@
 4. ``commit``: staged files are renamed into place, then the new manifest (the moment the
    new task becomes live), then the journal goes.
 
-``recover`` (called by every ``open_package``): a journal means a sealed update, so it is
-committed (renames that already happened are recognised by their sha256); staging without
-a journal means an unsealed one, so it is thrown away. Either way the package is whole again,
-and the device is re-synced to it on open (Accelerator.open reads back every memory).
+``recover`` (called by ``open_package`` under the exclusive package lock, so the writer is
+known to be gone): a journal means a sealed update, so it is committed (renames that already
+happened are recognised by their sha256); staging without a journal means an unsealed one,
+so it is thrown away. Either way the package is whole again, and the device is re-synced to
+it on open (Accelerator.open reads back every memory). The update's learn.json is one of
+its staged files, so a rolled-forward update is in the log like any other.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def pending(root: Path) -> bool:
 
 def begin(root: Path) -> Path:
     if (root / JOURNAL).exists():
-        raise MetabnnError(f"'{root}' has an unfinished update; open it once (metabnn status) to repair it")
+        raise MetabnnError(f"'{root}' has an unfinished update; run 'metabnn status {root}' to repair it")
     shutil.rmtree(root / STAGING, ignore_errors=True)
     (root / STAGING).mkdir()
     return root / STAGING
@@ -63,13 +65,15 @@ def commit(root: Path) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
         elif not (dst.is_file() and sha256_file(dst) == digest):
-            raise MetabnnError(f"update journal of '{root}' names {rel}, which is neither staged nor in place; "
-                               "the package cannot be repaired: rebuild it")
+            raise MetabnnError(f"the interrupted update of '{root}' cannot be finished: {rel} is neither staged nor "
+                               f"in place (was the package copied half-way?); restore the package from a copy "
+                               f"or rebuild it")
     man = staging / MANIFEST
     if man.is_file():
         os.replace(man, root / MANIFEST)  # the commit point: the new task is live from here
     elif sha256_file(root / MANIFEST) != j["manifest_sha256"]:
-        raise MetabnnError(f"update journal of '{root}' lost its manifest; rebuild the package")
+        raise MetabnnError(f"the interrupted update of '{root}' cannot be finished: its staged manifest is gone; "
+                           "restore the package from a copy or rebuild it")
     _fsync_dir(root)
     os.unlink(root / JOURNAL)
     shutil.rmtree(staging, ignore_errors=True)
@@ -86,9 +90,15 @@ def abort(root: Path) -> None:
 
 def read_journal(root: Path) -> dict[str, Any]:
     try:
-        return json.loads((root / JOURNAL).read_text())
+        j = json.loads((root / JOURNAL).read_text())
+        if not (isinstance(j, dict) and isinstance(j.get("files"), dict) and isinstance(j.get("generation"), int)
+                and isinstance(j.get("manifest_sha256"), str)):
+            raise ValueError("fields")
+        return j
     except (OSError, ValueError) as e:
-        raise MetabnnError(f"'{root / JOURNAL}' is unreadable ({type(e).__name__}); rebuild the package") from None
+        raise MetabnnError(f"'{root / JOURNAL}' (the journal of an interrupted update) is damaged "
+                           f"({type(e).__name__}); restore the package from a copy, or delete it and "
+                           f"'{root / STAGING}' to drop the update (status then checks every file)") from None
 
 
 def recover(root: Path) -> str | None:

@@ -43,7 +43,8 @@ HOST = "host"
 RUNTIME_DIR = "driver/runtime_weights"
 _DAT = re.compile(r"^(\d+)_(\d+)_(.+)\.dat$")
 LEARN_LOG = "learn.json"
-NOT_LISTED = {MANIFEST, JOURNAL, LEARN_LOG}  # learn.json is a log, rewritten after each commit
+TOKEN = "server-token"  # metabnn serve's secret (runtime.protocol): never listed, so it can be replaced
+NOT_LISTED = {MANIFEST, JOURNAL, LEARN_LOG, TOKEN}  # learn.json is a log, rewritten after each commit
 
 
 def sha256_file(path: Path) -> str:
@@ -231,6 +232,12 @@ def write_deploy_manifest(build_dir: str | Path, run_dir: str | Path | None = No
     }
     manifest["files"] = listed_files(deploy)
     atomic_write_json(deploy / MANIFEST, manifest)
+    from metabnn.runtime.lock import LOCK_FILE
+
+    (deploy / LOCK_FILE).touch()  # exists from the start, so a read-only copy can still be locked shared
+    from metabnn.runtime.protocol import write_token
+
+    write_token(deploy)  # what 'metabnn serve' and '--remote' authenticate with (mode 0600)
     return manifest
 
 
@@ -262,10 +269,15 @@ class Package:
         for t in self.tasks:
             if t["task"] == task:
                 if not t.get("live"):
-                    raise MetabnnError(f"task {task} is not live in '{self.root}'; live tasks: {self.live_tasks}")
+                    raise MetabnnError(f"{self.label(task)} is not live in '{self.root}'; live tasks: "
+                                       f"{', '.join(self.label(k) for k in self.live_tasks)}")
                 return t
-        raise MetabnnError(f"task {task} is not in '{self.root}'; it holds tasks {self.live_tasks} "
-                           "(numbered from 0)")
+        raise MetabnnError(f"task {task} is not in '{self.root}'; it holds "
+                           f"{', '.join(f'{k} = {self.label(k)}' for k in self.live_tasks)} (the Python API "
+                           "numbers tasks from 0, the command line from 1)")
+
+    def label(self, task: int) -> str:
+        return task_label(self.tasks, task)
 
     def shared_image(self) -> list[np.ndarray]:
         return [read_dat(self.root / RUNTIME_DIR / l["memory"]["file"]) for l in self.layers]
@@ -290,28 +302,134 @@ def _fail(root: Path, why: str) -> MetabnnError:
     return MetabnnError(f"deployment package '{root}' {why}")
 
 
-def open_package(path: str | Path, repair: bool = True, check_files: bool = True) -> Package:
-    """The checked package; an interrupted update is finished or undone first (``repair``)."""
+def task_label(tasks: list[dict[str, Any]], task: int) -> str:
+    """'T1 (pmnist-1)': a task as every printed line names it (numbered from 1)."""
+    name = next((t["name"] for t in tasks if t["task"] == task), None)
+    return f"T{task + 1}" + (f" ({name})" if name else "")
+
+
+def parse_task(text: str, tasks: list[dict[str, Any]], flag: str = "--task") -> int:
+    """The 0-based index of ``--task`` as the user typed it: a number from 1 (T1) or a task name."""
+    live = [t for t in tasks if t.get("live")]
+    valid = ", ".join(f"{t['task'] + 1} ({t['name']})" for t in live)
+    text = str(text).strip()
+    for t in live:
+        if text == t["name"]:
+            return int(t["task"])
+    k = text[1:] if text[:1] in ("T", "t") else text
+    if k.isdigit() and any(t["task"] == int(k) - 1 for t in live):
+        return int(k) - 1
+    why = ": tasks are numbered from 1" if k.isdigit() and int(k) == 0 else " is not a task of this package"
+    raise MetabnnError(f"{flag} {text}{why}; give one of {valid} (the number or the name)")
+
+
+def require_writable(root: Path, why: str, fix: str) -> None:
+    """Refuse before any change when a directory of the package cannot take new files."""
+    import errno
+    import tempfile
+
+    dirs = [root] + sorted(p for p in root.rglob("*") if p.is_dir()
+                           and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    for d in dirs:
+        try:
+            with tempfile.TemporaryFile(dir=d, prefix=".metabnn-probe-"):
+                pass
+        except OSError as e:
+            reason = "read-only" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else (e.strerror or str(e))
+            where = "" if d == root else f" ('{d.relative_to(root)}')"
+            raise MetabnnError(f"'{root}'{where} is {reason}, and {why}; {fix}") from None
+
+
+def _check_manifest(root: Path, m: dict[str, Any]) -> None:
+    """The fields every reader relies on; an older or damaged manifest gets one line, not a KeyError."""
+    try:
+        int(m["generation"])
+        widths = [int(w) for w in m["network"]["widths"]]
+        out = m["network"]["output"]
+        int(out["n_in"]), bool(out["xnor"])
+        assert len(widths) >= 2 and isinstance(m["layers"], list) and m["layers"]
+        for i, l in enumerate(m["layers"]):
+            assert int(l["index"]) == i and l["kind"] in ("mvau", "thresholding")
+            str(l["name"]), str(l["memory"]["file"]), str(l["memory"]["ip"]), int(l["memory"]["words"])
+            W.memory_words(l)
+        assert isinstance(m["tasks"], list) and m["tasks"]
+        for t in m["tasks"]:
+            int(t["task"]), str(t["name"]), str(t["dir"]), str(t["host_affine"])
+            assert isinstance(t["files"], list)
+        assert isinstance(m["files"], dict) and isinstance(m.get("host", {}), dict)
+        for rel in m["files"]:
+            assert not Path(rel).is_absolute() and ".." not in Path(rel).parts
+    except (KeyError, TypeError, ValueError, AssertionError, IndexError, AttributeError, MetabnnError) as e:
+        what = f"lacks {e}" if isinstance(e, KeyError) else "has fields this metabnn cannot read"
+        raise _fail(root, f"has a {MANIFEST} that {what} (damaged, or from another metabnn version); "
+                          "rebuild the package with 'metabnn build'") from None
+
+
+def open_package(path: str | Path, repair: bool = True, check_files: bool = True, lock: Any = None,
+                 command: str = "status") -> Package:
+    """The checked package; an interrupted update is finished or undone first (``repair``).
+
+    ``lock``: a ``PackageLock`` the caller holds (shared or exclusive); without one, a shared
+    lock is held while the package is read. ``command`` names the command in messages.
+    """
     from metabnn.runtime import journal
+    from metabnn.runtime.lock import PackageLock
 
     root = resolve_deploy_dir(path)
     if not root.is_dir():
         raise MetabnnError(f"'{root}' is not a directory; give the DEPLOY_DIR (BUILD_DIR/deploy) of a metabnn build")
-    repaired = None
-    if repair:
-        repaired = journal.recover(root)
-    elif journal.pending(root):
-        raise _fail(root, "has an interrupted update; open it with repair to finish or undo it")
+    own = lock is None
+    if own:
+        lock = PackageLock(root, command).shared()
+    try:
+        repaired = None
+        if journal.pending(root):
+            if not repair:
+                raise _fail(root, f"has an interrupted update; run 'metabnn status {root}' to finish or undo it")
+            repaired = _repair(root, lock, command)
+        return _read(root, check_files, repaired)
+    finally:
+        if own:
+            lock.release()
+
+
+def _repair(root: Path, lock: Any, command: str) -> str | None:
+    """Finish or undo an update whose writer is gone: only under the exclusive lock, which proves it."""
+    from metabnn.runtime import journal
+
+    upgraded = lock.mode == "shared"
+    if lock.mode != "none" and not lock.try_upgrade():
+        raise _fail(root, f"has an interrupted update to repair, and {lock.holder()} is reading it; "
+                          f"run 'metabnn {command}' again when it has finished")
+    try:
+        if not journal.pending(root):
+            return None
+        require_writable(root, "it holds an interrupted update that must be finished or undone before use",
+                         f"make it writable (chmod -R u+w '{root}') and run 'metabnn {command}' again")
+        from metabnn.runtime.accelerator import test_hook
+
+        test_hook("before_repair")
+        return journal.recover(root)
+    finally:
+        if upgraded:
+            lock.downgrade()
+
+
+def _read(root: Path, check_files: bool, repaired: str | None) -> Package:
     try:
         manifest = json.loads((root / MANIFEST).read_text())
     except FileNotFoundError:
-        raise _fail(root, f"has no {MANIFEST}; make it with metabnn build (or write_deploy_manifest)") from None
+        raise _fail(root, f"has no {MANIFEST}; give the deploy/ directory of a finished 'metabnn build' "
+                          "(BUILD_DIR/deploy)") from None
     except (OSError, ValueError) as e:
-        raise _fail(root, f"has an unreadable {MANIFEST} ({type(e).__name__}); rebuild it") from None
+        raise _fail(root, f"has an unreadable {MANIFEST} ({type(e).__name__}); restore it from the build "
+                          "or rebuild the package with 'metabnn build'") from None
     if not isinstance(manifest, dict) or manifest.get("artifact") != ARTIFACT:
         raise _fail(root, f"is not a metabnn deployment ({MANIFEST} is foreign); give BUILD_DIR/deploy")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise _fail(root, f"has format version {manifest.get('format_version')}, this metabnn reads {FORMAT_VERSION}")
+        raise _fail(root, f"has format version {manifest.get('format_version')}, this metabnn reads "
+                          f"{FORMAT_VERSION}; rebuild it with this metabnn ('metabnn build')")
+    _check_manifest(root, manifest)
     if check_files:
         for rel, digest in manifest.get("files", {}).items():
             p = root / rel

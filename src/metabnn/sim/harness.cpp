@@ -28,6 +28,12 @@
 #include "Vdut.h"
 #include "verilated.h"
 
+#ifdef __linux__
+#include <csignal>
+#include <sys/prctl.h>
+#include <unistd.h>
+#endif
+
 #ifndef NDBG
 #define NDBG 0
 #endif
@@ -239,6 +245,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: %s COMMANDS RESULTS\n", argv[0]);
         return 2;
     }
+#ifdef __linux__
+    // metabnn killed outright (SIGKILL) cannot kill its children: stop with it, not simulate on orphaned
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) return 3;
+#endif
     Verilated::commandArgs(1, argv);
     top = new Vdut;
     idle_inputs();

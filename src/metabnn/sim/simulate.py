@@ -9,40 +9,26 @@ the export and the build verified equal to PyTorch / FINN's Python execution).
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from metabnn.atomic import atomic_write_json
 from metabnn.errors import MetabnnError
+from metabnn.sim.builddir import (check_parts, check_writable, current_artifact, n_tasks, read_build, task_label,
+                                  task_names)
+from metabnn.sim.progress import Progress
 
 
-def _dat_words(path: Path) -> list[int]:
-    return [int(t, 16) for t in path.read_text().split()]
-
-
-def _read_build(build_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        manifest = json.loads((build_dir / "manifest.json").read_text())
-        report = json.loads((build_dir / "report.json").read_text())
-    except (OSError, ValueError):
-        raise MetabnnError(f"'{build_dir}' is not a BUILD_DIR made by 'metabnn build' "
-                           "(manifest.json/report.json missing or damaged)") from None
-    if not isinstance(manifest, dict) or manifest.get("artifact") != "metabnn-build":
-        raise MetabnnError(f"'{build_dir}' is not a BUILD_DIR made by 'metabnn build'")
-    return manifest, report
-
-
-def _steady_cycles(done: np.ndarray) -> float:
-    """Cycles per image once the pipeline is full: the spacing of image completions after the fill."""
+def _steady_cycles(done: np.ndarray) -> float | None:
+    """Cycles per image once the pipeline is full: the spacing of image completions after the fill
+    (None for a single image, which has no spacing)."""
     if len(done) < 2:
-        return float("nan")
+        return None
     skip = min(len(done) // 4, 8)
     return float(done[-1] - done[skip]) / (len(done) - 1 - skip)
 
@@ -50,13 +36,15 @@ def _steady_cycles(done: np.ndarray) -> float:
 class Accelerator:
     """The compiled top of one BUILD dir and how to talk to it (files, stream formats)."""
 
-    def __init__(self, build_dir: Path, cache_dir: Path | None = None, log=lambda s: None):
+    def __init__(self, build_dir: Path, cache_dir: Path | None = None, progress: Progress | None = None):
         from metabnn.hw.finn_env import finn_session
         from metabnn.sim import top, verilator
 
-        self.build_dir = Path(build_dir)
-        self.manifest, self.report = _read_build(self.build_dir)
+        progress = progress or Progress("sim", enabled=False)
+        self.build_dir = Path(build_dir).resolve()
+        self.manifest, self.report = read_build(self.build_dir)
         self.n_tasks = n_tasks(self.build_dir, self.report)
+        self.names = task_names(self.build_dir, self.report)
         self._art = None
         verilator.verilator_root()  # fail early and clearly without Verilator
         with tempfile.TemporaryDirectory(prefix="metabnn-finn-") as fw, finn_session(Path(fw)):
@@ -67,12 +55,16 @@ class Accelerator:
         self.words_per_image = self.words_out_per_image = self.layers[-1]["nf"]
         # each runtime-writeable layer's byte address on the top's AXI-lite port, by node name
         self.axilite_base = {e["layer"]: e["base"] for e in self.amap["runtime"].values()}
-        log("compiling the accelerator with Verilator (cached after the first time)")
         t0 = time.perf_counter()
-        rtl = (self.build_dir / "rtl").resolve()
-        self.exe = verilator.build([Path(s) for s in self.amap["sources"]], self.amap["top"], {"INIT_DIR": str(rtl)},
-                                   {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes,
-                                    "NDBG": len(self.layers)}, cache_dir)
+        rtl = self.build_dir / "rtl"
+        model = ([Path(s) for s in self.amap["sources"]], self.amap["top"], {"INIT_DIR": str(rtl)},
+                 {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes, "NDBG": len(self.layers)}, cache_dir)
+        if verilator.model_path(*model).is_file():
+            self.exe = verilator.build(*model)
+            progress("the accelerator's Verilator model is compiled already (cached)")
+        else:
+            with progress.step("compiling the accelerator with Verilator (once per build)"):
+                self.exe = verilator.build(*model)
         self.build_seconds = time.perf_counter() - t0
 
     @property
@@ -88,18 +80,27 @@ class Accelerator:
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.custom_op.registry import getCustomOp
 
-        model = ModelWrapper(str(self.build_dir / "intermediate_models" / "hw_codegen.onnx"))
-        first = getCustomOp(next(n for n in model.graph.node if n.name == self.amap["layers"][0]["name"]))
-        mvau = first.onnx_node.op_type.startswith("MVAU")
-        per = first.get_nodeattr("SIMD" if mvau else "PE")
-        width = first.get_nodeattr("MW" if mvau else "NumChannels")
-        last = getCustomOp([n for n in model.graph.node if n.op_type.startswith("MVAU")][-1])
-        return (DataType[first.get_nodeattr("inputDataType")].bitwidth(), int(per),
-                bool(last.get_nodeattr("binaryXnorMode")), int(width) // int(per))
+        path = self.build_dir / "intermediate_models" / "hw_codegen.onnx"
+        try:
+            model = ModelWrapper(str(path))
+            first = getCustomOp(next(n for n in model.graph.node if n.name == self.amap["layers"][0]["name"]))
+            mvau = first.onnx_node.op_type.startswith("MVAU")
+            per = first.get_nodeattr("SIMD" if mvau else "PE")
+            width = first.get_nodeattr("MW" if mvau else "NumChannels")
+            last = getCustomOp([n for n in model.graph.node if n.op_type.startswith("MVAU")][-1])
+            return (DataType[first.get_nodeattr("inputDataType")].bitwidth(), int(per),
+                    bool(last.get_nodeattr("binaryXnorMode")), int(width) // int(per))
+        except Exception:  # onnx/qonnx errors of a damaged or foreign graph have no common type
+            raise MetabnnError(f"'{path}' is damaged or does not match the dataflow partition; rebuild "
+                               f"'{self.build_dir}' with 'metabnn build'") from None
+
+    def label(self, task: int) -> str:
+        return task_label(task, self.names)
 
     def check_task(self, task: int) -> None:
-        if not isinstance(task, int) or not 0 <= task < self.n_tasks:
-            raise MetabnnError(f"task {task} is not in this build (it has tasks 0..{self.n_tasks - 1})")
+        if not isinstance(task, int) or isinstance(task, bool) or not 0 <= task < self.n_tasks:
+            raise MetabnnError(f"task index {task} is not in this build (it has {self.n_tasks} tasks, "
+                               f"T1..T{self.n_tasks})")
 
     def runtime_files(self, task: int) -> dict[str, list[int]]:
         """{file stem: words} the driver writes for ``task``: the shared files, then the task's own."""
@@ -109,7 +110,8 @@ class Accelerator:
         files.update({p.stem: p for p in sorted((deploy / "tasks" / str(task) / "runtime_weights").glob("*.dat"))})
         missing = sorted(set(self.amap["runtime"]) - set(files))
         if missing:
-            raise MetabnnError(f"build '{self.build_dir}' lacks the runtime weight files {missing}")
+            raise MetabnnError(f"build '{self.build_dir}' lacks the runtime weight files {missing}; rebuild it "
+                               "with 'metabnn build'")
         return {stem: _dat_words(files[stem]) for stem in self.amap["runtime"]}
 
     def load(self, sess, task: int, only_task_files: bool = False) -> list[int]:
@@ -155,57 +157,37 @@ def runtime_top(build_dir: Path) -> Accelerator:
     return Accelerator(Path(build_dir))
 
 
-def _learned_package(build_dir: Path) -> dict[str, Any] | None:
-    """deploy/manifest.json once on-device learning changed the package (generation > 0), else None."""
-    path = Path(build_dir) / "deploy" / "manifest.json"
-    if not path.is_file():
-        return None
-    m = json.loads(path.read_text())
-    return m if int(m.get("generation", 0)) > 0 else None
+def _dat_words(path: Path) -> list[int]:
+    try:
+        return [int(t, 16) for t in path.read_text().split()]
+    except (OSError, ValueError):
+        raise MetabnnError(f"runtime weight file '{path}' is unreadable or damaged; rebuild with "
+                           "'metabnn build'") from None
 
 
-def n_tasks(build_dir: Path, report: dict[str, Any]) -> int:
-    pkg = _learned_package(build_dir)
-    return len(pkg["tasks"]) if pkg else int(report.get("tasks", 0))
+def _prepare(build_dir: Path, n: int | None, progress: bool) -> tuple[Path, dict[str, Any], Progress]:
+    """Every check that needs no compile, in the order a user fixes them; then the build's report."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise MetabnnError(f"--n {n}: give a positive number of test images (or leave it out for all)")
+    build_dir = Path(build_dir)
+    manifest, report = read_build(build_dir)
+    check_parts(build_dir, report)
+    check_writable(build_dir)
+    current_artifact(build_dir, manifest)  # the export the test images and reference come from
+    return build_dir, report, Progress("sim", progress)
 
 
-def current_artifact(build_dir: Path, build_manifest: dict[str, Any]):
-    """The build's export, or, after ``metabnn learn`` rewrote deploy/, the parameters and tasks
-    the package holds now: the memory files the simulation loads come from there too."""
-    from metabnn.hw.export_artifact import ExportArtifact, read_export
-
-    art = read_export(Path(build_manifest["source"]["export_dir"]))
-    pkg = _learned_package(build_dir)
-    if pkg is None:
-        return art
-    host = Path(build_dir) / "deploy"
-    with np.load(host / pkg["host"]["parameters"]) as z:
-        params = {k: z[k] for k in z.files}
-    specs = json.loads((host / pkg["host"]["tasks"]).read_text())["tasks"]
-    return ExportArtifact(art.export_dir, art.manifest, art.manifest_sha256, params, specs)
-
-
-def _logger(progress: bool) -> Callable[[str], None]:
-    return (lambda s: print(f"[sim] {s}", file=sys.stderr, flush=True)) if progress else (lambda s: None)
-
-
-def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool = False,
-             progress: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
-    """Simulate ``n`` test images (all if None) of ``task``; writes and returns BUILD_DIR/sim.json."""
+def _run_task(accel: Accelerator, task: int, n: int | None, stalls: bool, log: Progress,
+              live: bool) -> dict[str, Any]:
+    """One task's images through one harness process; the sim.json entry of that task."""
     from metabnn.sim.session import Session
 
-    log = _logger(progress)
-    build_dir = Path(build_dir)
-    if n is not None and n < 1:
-        raise MetabnnError(f"--n must be at least 1, not {n}")
-    _, report = _read_build(build_dir)
-    if not isinstance(task, int) or not 0 <= task < n_tasks(build_dir, report):
-        raise MetabnnError(f"task {task} is not in this build (it has tasks 0..{n_tasks(build_dir, report) - 1})")
-    accel = Accelerator(build_dir, cache_dir, log)
+    label = accel.label(task)
     images, labels = accel.art.test_set(task, n)
     n = len(images)
+    if n == 0:
+        raise MetabnnError(f"{label} has no test images")
     data = accel.pack(images)
-
     sess = Session(accel.exe, accel.in_bytes, accel.out_bytes)
     sess.reset()
     written = accel.load(sess, task)
@@ -214,9 +196,15 @@ def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool 
     if stalls:
         sess.stalls(20260611 + task, 0.3, 0.3)
     sess.stream(data, accel.words_per_image * n)
-    log(f"simulating {n} images of task {task}{' with random stalls' if stalls else ''}")
+    what = f"{label}: simulating {n} images{' with random stalls' if stalls else ''}"
     t0 = time.perf_counter()
-    res = sess.run(build_dir / "rtl")
+    if live:
+        with log.step(what) as step:
+            res = sess.run()
+            step.result = "finished"
+    else:
+        log(what)
+        res = sess.run()
     sim_s = time.perf_counter() - t0
     accel.check_readback(res.reads, written)
 
@@ -226,11 +214,13 @@ def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool 
     done = full.cycles[accel.words_per_image - 1::accel.words_per_image]
     span = full.end - full.first_in
     cpi = _steady_cycles(done)
+    report = accel.report
     fclk = 1e9 / float(report["clock_ns"])
-    est = {l["name"]: l["cycles"] for l in report.get("layers", [])}
+    est = {l["name"]: l["cycles"] for l in report.get("layers", [])
+           if isinstance(l, dict) and "name" in l and isinstance(l.get("cycles"), (int, float))}
     out = {
-        "task": task, "images": n, "agree": int((pred == ref).sum()),
-        "accuracy": float((pred == labels).mean()),
+        "task": task, "name": accel.names[task], "images": n, "agree": int((pred == ref).sum()),
+        "accuracy": 100.0 * float((pred == labels).mean()),
         "reference": "export integer reference (verified equal to PyTorch and to FINN's Python execution)",
         "mismatched_images": [int(i) for i in np.flatnonzero(pred != ref)[:10]],
         "stalls": bool(stalls),
@@ -240,7 +230,7 @@ def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool 
         "layers": [{"name": l["name"], "op_type": l["op_type"], "ii": round((span - s - b) / n, 2),
                     "estimate_cycles": est.get(l["name"])}
                    for l, s, b in zip(accel.layers, full.starve, full.block)],
-        "fps": fclk / cpi if cpi == cpi else 0.0,
+        "fps": fclk / cpi if cpi else None,
         "clock_ns": float(report["clock_ns"]),
         "estimate_cycles_per_image": max(est.values()) if est else None,
         "estimate_fps": report.get("fps"),
@@ -248,12 +238,26 @@ def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool 
         "sim_seconds": round(sim_s, 3),
         "verilator_build_seconds": round(accel.build_seconds, 2),
         "layer_ii_note": "per layer: cycles per image it was busy (neither starved of input nor blocked "
-                         "on output) in the back-to-back stream; estimate_cycles: FINN's",
+                         "on output) in the back-to-back stream; estimate_cycles: FINN's; cycles_per_image "
+                         "and fps are null for a single image (no spacing to measure)",
     }
-    atomic_write_json(build_dir / "sim.json", out)
-    log(f"{out['agree']}/{n} images agree, {cpi:.1f} cycles/image (FINN estimate "
-        f"{out['estimate_cycles_per_image']}), {out['fps']:,.0f} images/s, "
+    cps = f"{cpi:.1f} cycles/image" if cpi else "cycles/image needs 2 or more images"
+    log(f"{label}: {out['agree']}/{n} images agree, {cps} (FINN estimate {out['estimate_cycles_per_image']}), "
         f"{out['sim_cycles_per_s'] / 1e6:.2f} M cycles/s simulated")
+    return out
+
+
+def simulate(build_dir: Path, task: int = 0, n: int | None = None, stalls: bool = False,
+             progress: bool = True, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Simulate ``n`` test images (all if None) of ``task`` (0-based index); writes and returns
+    BUILD_DIR/sim.json, replaced as a whole at the end (an interrupted run leaves the previous one)."""
+    build_dir, report, log = _prepare(build_dir, n, progress)
+    count = n_tasks(build_dir, report)
+    if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < count:
+        raise MetabnnError(f"task index {task} is not in this build (it has {count} tasks, T1..T{count})")
+    accel = Accelerator(build_dir, cache_dir, log)
+    out = _run_task(accel, task, n, stalls, log, live=True)
+    atomic_write_json(build_dir / "sim.json", out)
     return out
 
 
@@ -263,20 +267,34 @@ def simulate_all(build_dir: Path, n: int | None = None, stalls: bool = False,
     sim.json then holds all of them (``tasks``) and the totals."""
     from concurrent.futures import ThreadPoolExecutor
 
-    build_dir = Path(build_dir)
-    _, report = _read_build(build_dir)
+    from metabnn.sim import procs
+
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise MetabnnError(f"--jobs {jobs}: give a positive number of simulations to run at once")
+    build_dir, report, log = _prepare(build_dir, n, progress)
     count = n_tasks(build_dir, report)
     if count == 0:
-        raise MetabnnError(f"build '{build_dir}' has no tasks")
-    if jobs is not None and jobs < 1:
-        raise MetabnnError(f"--jobs {jobs}: give a positive number of simulations to run at once")
+        raise MetabnnError(f"build '{build_dir}' has no tasks; rebuild it from an export with 'metabnn build'")
     jobs = min(count, jobs or os.cpu_count() or 1)
-    log = _logger(progress)
-    Accelerator(build_dir, cache_dir, log)  # compile once, before the tasks share the cached model
+    accel = Accelerator(build_dir, cache_dir, log)  # one compile, one rtl/: the tasks share them
+    _ = accel.art  # loaded once, before the threads read it
     t0 = time.perf_counter()
     # each task is its own Verilator process (the threads only wait on them)
-    with ThreadPoolExecutor(jobs) as pool:
-        runs = list(pool.map(lambda k: simulate(build_dir, k, n, stalls, progress, cache_dir), range(count)))
+    pool = ThreadPoolExecutor(jobs)
+    futures = [pool.submit(_run_task, accel, k, n, stalls, log, False) for k in range(count)]
+    try:
+        with log.step(f"simulating {count} tasks, {jobs} at a time"):
+            runs = [f.result() for f in futures]
+    except BaseException:
+        # Ctrl-C or a failed task: the other harnesses stop too, including one a worker starts
+        # between two sweeps, before the threads are joined
+        pool.shutdown(wait=False, cancel_futures=True)
+        while not all(f.done() for f in futures):
+            procs.kill_all()
+            time.sleep(0.05)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     wall = time.perf_counter() - t0
     keep = ("cycles_per_image", "latency_cycles", "layers", "fps", "clock_ns", "estimate_cycles_per_image",
             "estimate_fps", "stalls", "reference")

@@ -16,13 +16,15 @@ wants input but none offered / holds output nobody takes) only feed the simulato
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metabnn.atomic import atomic_write_bytes, atomic_write_json
+from metabnn.atomic import StagedDir, remove_stale_stages
 from metabnn.errors import MetabnnError
 
 TOP = "metabnn_top"
@@ -51,19 +53,51 @@ def _dt(inst, name: str):
     return DataType[inst.get_nodeattr(name)]
 
 
+def _require(node, inst, attr: str, ok, why: str) -> Any:
+    """The attribute's value, or one line naming the layer, the attribute and the value refused."""
+    try:
+        value = inst.get_nodeattr(attr)
+    except Exception:  # FINN raises AttributeError or its own errors for unknown/unset attributes
+        value = None
+    if value is None or not ok(value):
+        shown = "unset" if value is None else repr(value)
+        raise MetabnnError(f"layer {node.name}: {attr} = {shown} is not what metabnn's RTL top takes ({why}); "
+                           "rebuild it with this metabnn's 'metabnn build'")
+    return value
+
+
+def _common_checks(node, inst, per: str, width: str) -> None:
+    """What every layer with weights/thresholds must be for the top's stream and memory map."""
+    _require(node, inst, "numInputVectors", lambda v: list(v) == [1], "the top streams one vector per image")
+    _require(node, inst, "runtime_writeable_weights", lambda v: v == 1,
+             "the simulation loads every layer's memory over AXI-lite as the board driver does")
+    p = _require(node, inst, per, lambda v: v > 0, "it must be a positive fold")
+    _require(node, inst, width, lambda v: v > 0 and v % p == 0, f"{per} = {p} must divide it")
+
+
 def _mvau(node, inst, rtl: Path, build_dir: Path) -> Layer:
     from metabnn.hw.rtl_model import MvauConfig
 
-    if inst.get_nodeattr("noActivation") != 1:
-        raise MetabnnError(f"{node.name}: MVAUs with fused thresholds are not in metabnn builds")
+    _require(node, inst, "mem_mode", lambda v: v == "internal_decoupled",
+             "metabnn's MVAU keeps its weights in an AXI-lite memory, FINN's internal_decoupled")
+    _require(node, inst, "noActivation", lambda v: v == 1,
+             "metabnn builds threshold in separate Thresholding layers, not inside the MVAU")
+    _require(node, inst, "pumpedMemory", lambda v: v == 0, "no double-pumped weight memory")
+    _common_checks(node, inst, "PE", "MH")
+    _require(node, inst, "SIMD", lambda v: v > 0, "it must be a positive fold")
+    _require(node, inst, "MW", lambda v: v > 0 and v % inst.get_nodeattr("SIMD") == 0,
+             f"SIMD = {inst.get_nodeattr('SIMD')} must divide it")
     wdt, idt = _dt(inst, "weightDataType"), _dt(inst, "inputDataType")
     xnor = bool(inst.get_nodeattr("binaryXnorMode"))
     if wdt.name not in ("BINARY", "BIPOLAR") or (not xnor and wdt.name != "BIPOLAR"):
         raise MetabnnError(f"{node.name}: mvau_bin takes binary/bipolar weights, not {wdt.name}")
     acc, odt = _dt(inst, "accDataType"), _dt(inst, "outputDataType")
-    cfg = MvauConfig(inst.get_nodeattr("MW"), inst.get_nodeattr("MH"), inst.get_nodeattr("PE"),
-                     inst.get_nodeattr("SIMD"), xnor, idt.bitwidth(), idt.signed() and not xnor,
-                     acc_w=acc.bitwidth(), out_w=odt.bitwidth())
+    try:
+        cfg = MvauConfig(inst.get_nodeattr("MW"), inst.get_nodeattr("MH"), inst.get_nodeattr("PE"),
+                         inst.get_nodeattr("SIMD"), xnor, idt.bitwidth(), idt.signed() and not xnor,
+                         acc_w=acc.bitwidth(), out_w=odt.bitwidth())
+    except MetabnnError as e:
+        raise MetabnnError(f"layer {node.name} is not what metabnn's RTL top takes: {e}") from None
     if cfg.acc_signed != acc.signed():
         raise MetabnnError(f"{node.name}: accumulator type {acc.name} does not fit the MVAU mode")
     params: dict[str, Any] = dict(cfg.params())
@@ -79,6 +113,7 @@ def _mvau(node, inst, rtl: Path, build_dir: Path) -> Layer:
 
 
 def _thresholding(node, inst, rtl: Path, build_dir: Path) -> Layer:
+    _common_checks(node, inst, "PE", "NumChannels")
     src = build_dir / "hw_codegen" / node.name
     if not (src / f"{node.name}.v").is_file():
         raise MetabnnError(f"{node.name}: FINN's generated RTL is missing from {src}; rebuild")
@@ -95,7 +130,8 @@ def _thresholding(node, inst, rtl: Path, build_dir: Path) -> Layer:
 
 
 def _dwc(node, inst) -> Layer:
-    i, o = inst.get_nodeattr("inWidth"), inst.get_nodeattr("outWidth")
+    i = _require(node, inst, "inWidth", lambda v: v > 0, "a stream is at least one bit wide")
+    o = _require(node, inst, "outWidth", lambda v: v > 0, "a stream is at least one bit wide")
     # metabnn's stream_dwc where the widths divide each other (Verilator fails on vpc.sv for some)
     module = "stream_dwc" if max(i, o) % min(i, o) == 0 else "dwc_axi"
     return Layer(node.name, node.op_type, inst.get_instream_width_padded(), inst.get_outstream_width_padded(),
@@ -104,7 +140,6 @@ def _dwc(node, inst) -> Layer:
 
 def read_layers(build_dir: Path, rtl: Path) -> tuple[list[Layer], list[str]]:
     """The stream-ordered layers of the build's dataflow partition and the runtime .dat stems."""
-    from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
     import metabnn.hw.custom_op  # noqa: F401  (registers MVAUBinary_rtl for builds that use it)
@@ -114,13 +149,21 @@ def read_layers(build_dir: Path, rtl: Path) -> tuple[list[Layer], list[str]]:
         raise MetabnnError(f"'{build_dir}' has no intermediate_models/dataflow_partition.onnx; "
                            "give a BUILD_DIR made by 'metabnn build'")
     layers, stems = [], []
-    for sdp_ind, sdp in enumerate(ModelWrapper(str(part)).graph.node):
-        path = Path(getCustomOp(sdp).get_nodeattr("model"))
-        if not path.is_file():  # the build dir was moved: find the partition beside it
-            path = build_dir / "dataflow_partition" / path.name
+    for sdp_ind, sdp in enumerate(_load(part, build_dir).graph.node):
+        if sdp.op_type != "StreamingDataflowPartition":
+            raise MetabnnError(f"'{part}' holds a {sdp.op_type} node where the dataflow partition should be; "
+                               "rebuild with 'metabnn build'")
+        recorded = Path(getCustomOp(sdp).get_nodeattr("model"))
+        # the copy inside this build first: a copied or moved build still names the original's files
+        path = build_dir / "dataflow_partition" / recorded.name
+        if not path.is_file():
+            path = recorded
         rt = 0
-        for node in ModelWrapper(str(path)).graph.node:
-            inst = getCustomOp(node)
+        for node in _load(path, build_dir).graph.node:
+            try:
+                inst = getCustomOp(node)
+            except Exception:  # qonnx: no such custom op in any registered domain
+                raise MetabnnError(f"the simulation has no RTL for {node.op_type} ({node.name})") from None
             if node.op_type.startswith("IODMA"):
                 continue
             if node.op_type in ("MVAU_hls", "MVAUBinary_rtl"):
@@ -132,15 +175,25 @@ def read_layers(build_dir: Path, rtl: Path) -> tuple[list[Layer], list[str]]:
             else:
                 raise MetabnnError(f"the simulation has no RTL for {node.op_type} ({node.name})")
             if layer.axi_bits:
-                if inst.get_nodeattr("runtime_writeable_weights") != 1:
-                    raise MetabnnError(f"{node.name} is not runtime-writeable; rebuild with metabnn build")
                 stems.append(f"{sdp_ind}_{rt}_{node.name}")
                 rt += 1
             layers.append(layer)
+    if not any(l.axi_bits for l in layers):
+        raise MetabnnError(f"the dataflow partition of '{build_dir}' has no MVAU or Thresholding layer; "
+                           "rebuild with 'metabnn build'")
     for a, b in zip(layers, layers[1:]):
         if a.out_bits != b.in_bits:
             raise MetabnnError(f"stream width mismatch {a.name} ({a.out_bits}) -> {b.name} ({b.in_bits})")
     return layers, stems
+
+
+def _load(path: Path, build_dir: Path):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    try:
+        return ModelWrapper(str(path))
+    except Exception:  # onnx raises DecodeError, OSError, ... for a missing or damaged file
+        raise MetabnnError(f"'{path}' is missing or damaged; rebuild '{build_dir}' with 'metabnn build'") from None
 
 
 def _param(k: str, v: Any) -> str:
@@ -170,7 +223,7 @@ def top_source(layers: list[Layer]) -> tuple[str, int, int]:
     sb = max(l.axi_bits for l in axi_layers)
     aw = sb + max(1, _clog2(n_axi))
     n = len(layers)
-    v = [f"// Generated by metabnn.sim.top from the build's dataflow partition. Do not edit.",
+    v = ["// Generated by metabnn.sim.top from the build's dataflow partition. Do not edit.",
          f"module {TOP} #(parameter INIT_DIR = \".\")(",
          "\tinput logic ap_clk, input logic ap_rst_n,",
          f"\tinput logic s_axilite_AWVALID, output logic s_axilite_AWREADY, input logic [{aw - 1}:0] s_axilite_AWADDR,",
@@ -253,16 +306,21 @@ def sources(rtl: Path, layers: list[Layer]) -> list[Path]:
     return out + [rtl / f"{TOP}.sv"]
 
 
-def generate(build_dir: Path) -> dict[str, Any]:
-    """Write BUILD_DIR/rtl/ (top, copied wrappers and init files, address_map.json); returns the map."""
-    build_dir = Path(build_dir)
-    rtl = build_dir / "rtl"
-    rtl.mkdir(exist_ok=True)
-    layers, stems = read_layers(build_dir, rtl)
+def _same_tree(a: Path, b: Path) -> bool:
+    def files(d: Path) -> dict[str, Path]:
+        return {p.name: p for p in d.iterdir() if p.is_file() and not p.name.startswith(".metabnn-")}
+
+    if not b.is_dir() or b.is_symlink():
+        return False
+    fa, fb = files(a), files(b)
+    return fa.keys() == fb.keys() and all(fa[k].read_bytes() == fb[k].read_bytes() for k in fa)
+
+
+def _write(build_dir: Path, rtl: Path, out: Path) -> dict[str, Any]:
+    """Generate the top's files into ``out`` (sources named at their place in ``rtl``); the map."""
+    layers, stems = read_layers(build_dir, out)
     src, sb, aw = top_source(layers)
-    path = rtl / f"{TOP}.sv"
-    if not path.is_file() or path.read_text() != src:  # unchanged text keeps the build cache key
-        atomic_write_bytes(path, src.encode())
+    (out / f"{TOP}.sv").write_text(src)
     axi = [l for l in layers if l.axi_bits]
     amap = {
         "top": TOP, "axilite_addr_bits": aw, "layer_addr_bits": sb,
@@ -276,5 +334,39 @@ def generate(build_dir: Path) -> dict[str, Any]:
         "axil_mux": {"N": len(axi), "SB": sb},
         "sources": [str(p) for p in sources(rtl, layers)],
     }
-    atomic_write_json(rtl / "address_map.json", amap)
+    (out / "address_map.json").write_text(json.dumps(amap, indent=2) + "\n")
+    return amap
+
+
+def generate(build_dir: Path) -> dict[str, Any]:
+    """Write BUILD_DIR/rtl/ (top, copied wrappers and init files, address_map.json); returns the map.
+
+    Generated aside first; rtl/ is left alone when it already holds exactly that (a read-only
+    build with a current rtl/ still simulates), else replaced as a whole by a renamed stage,
+    so an interrupted run leaves the previous rtl/ or the new one, never a mix.
+    """
+    import tempfile
+
+    build_dir = Path(build_dir).resolve()
+    rtl = build_dir / "rtl"
+    remove_stale_stages(rtl)  # what a killed run left beside rtl/, even when rtl/ needs no change
+    with tempfile.TemporaryDirectory(prefix="metabnn-rtl-") as tmp:
+        amap = _write(build_dir, rtl, Path(tmp))
+        if _same_tree(Path(tmp), rtl):
+            return amap
+        old = rtl.parent / f".rtl.{os.getpid()}-previous.tmp"  # a stage's name: removed if a kill leaves it
+        try:
+            with StagedDir(rtl, "simulation RTL") as stage:
+                for f in Path(tmp).iterdir():
+                    shutil.copyfile(f, stage / f.name)
+                if rtl.exists() or rtl.is_symlink():
+                    os.rename(rtl, old)
+        except BaseException:
+            if (old.exists() or old.is_symlink()) and not (rtl.exists() or rtl.is_symlink()):
+                os.rename(old, rtl)  # the new rtl/ did not arrive: the previous one stays
+            raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists() or old.is_symlink():
+        old.unlink()
     return amap

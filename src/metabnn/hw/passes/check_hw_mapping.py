@@ -26,5 +26,5 @@ class CheckHWMapping(Transformation):
             why = WHY.get(node.op_type, f"FINN has no HW layer for {node.op_type}")
             raise MetabnnError(
                 f"layer '{node.name}' ({node.op_type}) cannot be mapped to FINN hardware: {why}; "
-                "only binary MLPs (metabnn BinaryMLP, 8-bit or 1-bit input) can be built")
+                "only binary MLPs trained by 'metabnn train' (8-bit or 1-bit input) can be built")
         return model, False

@@ -26,23 +26,66 @@ from metabnn.errors import MetabnnError
 from metabnn.runtime import words as W
 from metabnn.runtime.backends.base import Backend
 
-NEEDS = "sim backend needs metabnn.sim.runtime_top (issue 4): not available in this metabnn"
+NEEDS = ("--backend sim needs metabnn's Verilator simulation, which this installation lacks; use --backend "
+         "reference, or install metabnn with its simulation")
+
+
+def check_build_dir(pkg: Any, build_dir: Path, given: bool) -> None:
+    """The simulated RTL lives in the BUILD_DIR the package came from, not in the package:
+    refuse a directory that is not that build, naming what the user gave and the fix."""
+    from metabnn.runtime.package import sha256_file
+
+    want = pkg.manifest.get("source", {}).get("build_manifest_sha256")
+    man = build_dir / "manifest.json"
+    ok = man.is_file() and (build_dir / "intermediate_models").is_dir() and (want is None or sha256_file(man) == want)
+    if ok:
+        _check_writable(build_dir)
+        return
+    if given:
+        raise MetabnnError(f"--build-dir '{build_dir}' is not the build '{pkg.root}' came from (no build there, or "
+                           "another build's manifest.json); give the BUILD_DIR that 'metabnn build' wrote this "
+                           "package into")
+    raise MetabnnError(f"--backend sim simulates the RTL of the build the package came from, and '{pkg.root}' is "
+                       "not inside it (a copied package holds no RTL); give --build-dir BUILD_DIR (the 'metabnn "
+                       "build' output it was copied from), or use --backend reference")
+
+
+def _check_writable(build_dir: Path) -> None:
+    import errno
+    import tempfile
+
+    rtl = build_dir / "rtl"
+    try:
+        with tempfile.TemporaryFile(dir=rtl if rtl.is_dir() else build_dir, prefix=".metabnn-probe-"):
+            pass
+    except OSError as e:
+        reason = "read-only" if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else (e.strerror or str(e))
+        raise MetabnnError(f"--backend sim writes the simulation model into '{rtl}', which is {reason}; make "
+                           f"'{build_dir}' writable, or copy the build and give --build-dir COPY") from None
 
 
 class SimBackend(Backend):
     name = "sim"
 
-    def __init__(self, build_dir: str | Path | None = None, stalls: tuple[int, float, float] | None = None):
+    def __init__(self, build_dir: str | Path | None = None, stalls: tuple[int, float, float] | None = None,
+                 log: Any = None):
         self.build_dir = Path(build_dir) if build_dir else None
         self.stalls = stalls
+        self.log = log or (lambda s: None)
 
     def open(self, pkg: Any) -> None:
+        import time
+
         try:
             from metabnn.sim import runtime_top  # type: ignore[attr-defined]
         except ImportError:
             raise MetabnnError(NEEDS) from None
         build_dir = self.build_dir or pkg.root.parent
+        check_build_dir(pkg, build_dir, given=self.build_dir is not None)
+        self.log(f"compiling the accelerator's RTL ({build_dir}) with Verilator (cached after the first time)")
+        t0 = time.perf_counter()
         self.top = runtime_top(build_dir)
+        self.log(f"  simulator ready ({time.perf_counter() - t0:.1f} s)")
         self.layers = pkg.layers
         missing = [l["name"] for l in self.layers if l["name"] not in self.top.axilite_base]
         if missing:
