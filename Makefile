@@ -32,7 +32,7 @@ test-fast: $(STAMP) data
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(BOARD_VENV) dist $(DEMO_DIR) .pytest_cache
 
 # The board side as a PYNQ 3.x image gets it (README: On the board): a fresh .venv-board
 # (Python 3.10 when there is one, numpy 1.26.4, no torch) into which the board wheel is
