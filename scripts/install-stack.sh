@@ -11,7 +11,7 @@
 #   METABNN_TORCH_INDEX_URL  take torch from this index, e.g. https://download.pytorch.org/whl/cpu
 #               for the CPU build (PyPI's Linux torch wheel is the CUDA one); unset: the ordinary index
 #
-# The FINN stack (shared/DESIGN.md, "FINN facts"): finn-plus 1.6.1 pins brevitas 0.13.0, which is
+# The FINN stack: finn-plus 1.6.1 pins brevitas 0.13.0, which is
 # broken on our torch, so its real dependencies come from requirements-finn.txt and finn-plus
 # itself is installed with --no-deps. `pip check` must then object to that brevitas pin only.
 set -euo pipefail
