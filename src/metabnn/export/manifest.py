@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from metabnn.atomic import file_digest
 from metabnn.errors import MetabnnError
 
 ARTIFACT = "metabnn-export"
@@ -19,11 +19,7 @@ VERIFY = "verify.json"
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -75,6 +75,15 @@ class InferResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def check_images(manifest: dict[str, Any], x: np.ndarray, batch_size: int) -> None:
+    """Refuse images that are not uint8 [N, input width], or a batch size below 1."""
+    d = int(manifest["network"]["widths"][0])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != d:
+        raise MetabnnError(f"images must be uint8 [N, {d}], got {x.dtype} {list(x.shape)}")
+    if batch_size < 1:
+        raise MetabnnError(f"--batch-size {batch_size}: give a positive number of images per batch")
+
+
 class Accelerator:
     def __init__(self, pkg: Package, backend: Backend):
         self.pkg, self.backend = pkg, backend
@@ -217,11 +226,7 @@ class Accelerator:
             raise MetabnnError("the accelerator's memories are being changed or failed their read-back; "
                                "no inference until it is opened (or a task selected) again")
         x = np.asarray(images)
-        d = int(self.pkg.manifest["network"]["widths"][0])
-        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != d:
-            raise MetabnnError(f"images must be uint8 [N, {d}], got {x.dtype} {list(x.shape)}")
-        if batch_size < 1:
-            raise MetabnnError(f"--batch-size {batch_size}: give a positive number of images per batch")
+        check_images(self.pkg.manifest, x, batch_size)
         out = self.pkg.manifest["network"]["output"]
         scale, bias = self._affine
         raws, lat = [], []

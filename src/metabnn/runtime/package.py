@@ -19,7 +19,6 @@ build's ONNX with ``onnx`` (no FINN) and copies the run's checkpoint beside it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 import metabnn
-from metabnn.atomic import atomic_write_json
+from metabnn.atomic import atomic_write_json, file_digest
 from metabnn.errors import MetabnnError
 from metabnn.runtime import words as W
 
@@ -48,11 +47,7 @@ NOT_LISTED = {MANIFEST, JOURNAL, LEARN_LOG, TOKEN}  # learn.json is a log, rewri
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def resolve_deploy_dir(path: str | Path) -> Path:

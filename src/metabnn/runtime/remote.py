@@ -157,16 +157,12 @@ class RemoteAccelerator:
         self.task = int(task)
 
     def infer(self, images: np.ndarray, batch_size: int = 1000) -> Any:
-        from metabnn.runtime.accelerator import InferResult
+        from metabnn.runtime.accelerator import InferResult, check_images
 
         x = np.ascontiguousarray(images)
-        d = int(self.pkg.manifest["network"]["widths"][0])
-        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != d:
-            raise MetabnnError(f"images must be uint8 [N, {d}], got {x.dtype} {list(x.shape)}")
-        if batch_size < 1:
-            raise MetabnnError(f"--batch-size {batch_size}: give a positive number of images per batch")
+        check_images(self.pkg.manifest, x, batch_size)
         # requests stay well inside the server's limit: images travel as base64 (4/3) in JSON
-        d = x.shape[1] if x.ndim == 2 else 1
+        d = x.shape[1]
         per = max(1, (self.max_request - 65536) * 3 // 4 // max(1, d))
         raws, logits, device_s, batches, means, p50s, maxes = [], [], 0.0, 0, [], [], []
         t0 = time.perf_counter()

@@ -19,13 +19,13 @@ which works whether or not this process downloaded the overlay.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from metabnn.atomic import file_digest
 from metabnn.errors import MetabnnError
 from metabnn.runtime.backends.base import Backend
 from metabnn.runtime.words import dtype_bits
@@ -59,11 +59,7 @@ def unpack_rows(packed: np.ndarray, dtype: str, n: int) -> np.ndarray:
 
 def sha1_file(path: Path) -> str:
     """PYNQ's identity of a bitstream (``global_state.bitstream_hash``)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def loaded_bitstream() -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""``sim``: the Verilator simulation of the whole accelerator (issue 4), behind the same calls.
+"""``sim``: the Verilator simulation of the whole accelerator, behind the same calls.
 
 What this adapter needs from ``metabnn.sim`` (one function)::
 
